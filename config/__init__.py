@@ -1,0 +1,1 @@
+"""Ready pipeline configs shipped with AppGuard (``default.yaml`` is the all-in-one one)."""
