@@ -7,6 +7,7 @@ to build the component. The pipeline graph calls it; the service starts the buil
 
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 import re
@@ -25,7 +26,7 @@ _TYPE_RE = re.compile(r"^[a-zA-Z][0-9a-zA-Z_]{0,62}$")
 _NAME_RE = re.compile(r"^[^\s/]+$")
 
 
-class Kind(str, enum.Enum):
+class Kind(enum.StrEnum):
     """The kinds of component, named as the config sections are."""
 
     RECEIVER = "receiver"
@@ -109,7 +110,7 @@ class Factory(Generic[C]):
 
     type: str
     kind: Kind
-    config_class: type[C]
+    config_class: builtins.type[C]
     create: Callable[..., Any]
     signals: frozenset[Signal] = frozenset()
     connects: frozenset[tuple[Signal, Signal]] = frozenset()

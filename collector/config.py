@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from collector.component import ComponentID, Kind
-from collector.confmap import ConfigError, load_sources
 from collector.configtypes import ComponentConfig
+from collector.confmap import ConfigError, load_sources
 from collector.pdata import Signal
 from collector.registry import Registry, default_registry
 

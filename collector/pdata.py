@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -30,15 +29,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 
-class Signal(str, enum.Enum):
+class Signal(enum.StrEnum):
     """The three OTLP signals; the value is the name used in YAML pipeline ids."""
 
     TRACES = "traces"
     METRICS = "metrics"
     LOGS = "logs"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def item_name(self) -> str:
@@ -48,8 +44,8 @@ class Signal(str, enum.Enum):
 
 _ITEM_NAMES = {Signal.TRACES: "spans", Signal.METRICS: "metric_points", Signal.LOGS: "log_records"}
 
-ExportRequest = Union[ExportTraceServiceRequest, ExportMetricsServiceRequest, ExportLogsServiceRequest]
-ExportResponse = Union[ExportTraceServiceResponse, ExportMetricsServiceResponse, ExportLogsServiceResponse]
+ExportRequest = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
+ExportResponse = ExportTraceServiceResponse | ExportMetricsServiceResponse | ExportLogsServiceResponse
 
 REQUEST_TYPES: dict[Signal, type[ExportRequest]] = {
     Signal.TRACES: ExportTraceServiceRequest,

@@ -7,8 +7,10 @@ Keys as the stock contrib extension has them: ``scheme`` (``Bearer``), ``token``
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import model_validator
 
@@ -41,8 +43,8 @@ class BearerTokenAuth(Component):
 
     async def start(self, host: Host) -> None:
         if self.config.filename:
-            with open(self.config.filename, encoding="utf-8") as f:
-                self._tokens = [f.read().strip()]
+            text = await asyncio.to_thread(Path(self.config.filename).read_text, encoding="utf-8")
+            self._tokens = [text.strip()]
         if not self._tokens or not all(self._tokens):
             raise ValueError("bearertokenauth: no token configured (token, tokens or filename)")
 

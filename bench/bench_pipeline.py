@@ -1,0 +1,103 @@
+"""Collector throughput: OTLP/gRPC in, through a pipeline, out; beside the bare receiver.
+
+For each signal it measures two configs on one core (the collector pinned to core 0, the load
+generator and the sink on core 1):
+  ceiling:  otlp receiver -> nop exporter (the receiver parses, validates, counts)
+  pipeline: otlp receiver -> [processors] -> otlp exporter -> sink process
+and prints items/s for each, their ratio, and the collector's peak RSS.
+
+    python -m bench.bench_pipeline [--duration 10] [--signals traces,logs,metrics]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+from bench.common import Collector, free_port, loadgen, pinned
+
+_ITEM_METRIC = {"traces": "spans", "logs": "log_records", "metrics": "metric_points"}
+
+
+def config(signal: str, grpc_port: int, exporter: str, processors: list[str], sink_port: int) -> str:
+    procs = {
+        "memory_limiter": "  memory_limiter:\n    check_interval: 1s\n    limit_mib: 4000\n",
+        "resource": "  resource:\n    attributes:\n      - key: deployment.environment.name\n        value: bench\n        action: upsert\n",
+        "batch": "  batch:\n",
+    }
+    proc_section = "processors:\n" + "".join(procs[p] for p in processors) if processors else ""
+    exporters = {
+        "nop": "  nop:\n",
+        "otlp": (
+            f"  otlp:\n    endpoint: 127.0.0.1:{sink_port}\n    tls:\n      insecure: true\n"
+            "    compression: none\n    sending_queue:\n      num_consumers: 8\n"
+        ),
+    }
+    return (
+        f"receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc_port}\n"
+        f"        max_recv_msg_size_mib: 64\n{proc_section}"
+        f"exporters:\n{exporters[exporter]}"
+        f"service:\n  pipelines:\n    {signal}:\n      receivers: [otlp]\n"
+        f"      processors: [{', '.join(processors)}]\n      exporters: [{exporter}]\n"
+    )
+
+
+def measure(signal: str, exporter: str, processors: list[str], duration: float, concurrency: int, items: int) -> dict[str, float]:
+    grpc_port, sink_port = free_port(), free_port()
+    sink = None
+    if exporter == "otlp":
+        sink = subprocess.Popen(pinned([sys.executable, "-m", "bench.sink", "--port", str(sink_port)], 1), stdout=subprocess.PIPE, text=True)
+    col = Collector(config(signal, grpc_port, exporter, processors, sink_port))
+    try:
+        target = f"127.0.0.1:{grpc_port}"
+        loadgen(target, signal, items, concurrency, 2.0)  # warm-up
+        name = f"otelcol_exporter_sent_{_ITEM_METRIC[signal]}_total"
+        before = col.metrics().get(name, 0.0)
+        t0 = time.monotonic()
+        lg = loadgen(target, signal, items, concurrency, duration)
+        # Let the queue drain: count what left the exporter during the window plus the drain.
+        deadline = time.monotonic() + 10
+        accepted_name = f"otelcol_receiver_accepted_{_ITEM_METRIC[signal]}_total"
+        while time.monotonic() < deadline:
+            m = col.metrics()
+            if m.get(name, 0.0) >= m.get(accepted_name, 0.0):
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - t0
+        after = col.metrics().get(name, 0.0)
+        return {
+            "items_per_s": (after - before) / elapsed,
+            "peak_rss_mib": col.peak_rss_mib(),
+            "refused_requests": lg["refused"],
+        }
+    finally:
+        col.stop()
+        if sink is not None:
+            sink.terminate()
+            sink.wait(10)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--items", type=int, default=512, help="items per request")
+    p.add_argument("--signals", default="traces,logs,metrics")
+    p.add_argument("--processors", default="", help="comma list for the pipeline run, e.g. memory_limiter,resource,batch")
+    a = p.parse_args()
+    procs = [x for x in a.processors.split(",") if x]
+    print(f"{'signal':<8} {'scenario':<40} {'items/s':>12} {'peak RSS MiB':>13} {'ratio':>6}")
+    for signal in a.signals.split(","):
+        ceiling = measure(signal, "nop", [], a.duration, a.concurrency, a.items)
+        piped = measure(signal, "otlp", procs, a.duration, a.concurrency, a.items)
+        label = "otlp -> " + (" -> ".join(procs) + " -> " if procs else "") + "otlp -> sink"
+        print(f"{signal:<8} {'otlp -> nop (bare receiver, ceiling)':<40} {ceiling['items_per_s']:>12,.0f} {ceiling['peak_rss_mib']:>13.1f} {'':>6}")
+        ratio = piped["items_per_s"] / ceiling["items_per_s"] if ceiling["items_per_s"] else 0.0
+        print(f"{signal:<8} {label:<40} {piped['items_per_s']:>12,.0f} {piped['peak_rss_mib']:>13.1f} {ratio:>6.2f}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
