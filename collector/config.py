@@ -128,9 +128,14 @@ class _Errors:
 
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.broken = set()
 
     def add(self, path: str, message: str) -> None:
         self.items.append(f"{path}: {message}")
+
+    # ids present in the YAML whose own config was refused: references to them are not
+    # reported again as "not configured"
+    broken: set[tuple[Kind, ComponentID]]
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -189,6 +194,7 @@ def _parse_components(kind: Kind, raw: Any, registry: Registry, errors: _Errors)
             errors.add(path, str(exc))
             continue
         factory = registry.get(kind, ident.type)
+        errors.broken.add((kind, ident))
         if factory is None:
             known = ", ".join(registry.types(kind)) or "none"
             errors.add(path, f"unknown {kind.value} type {ident.type!r} (known: {known})")
@@ -203,6 +209,7 @@ def _parse_components(kind: Kind, raw: Any, registry: Registry, errors: _Errors)
             continue
         try:
             out[ident] = factory.config_class.model_validate(dict(body))
+            errors.broken.discard((kind, ident))
         except ValidationError as exc:
             for p, m in format_validation_error(path, exc):
                 errors.add(p, m)
@@ -235,7 +242,7 @@ def _parse_service(raw: Any, cfg: Config, registry: Registry, errors: _Errors) -
     svc = cfg.service
     svc.extensions = _id_list(raw.get("extensions"), "service.extensions", errors)
     for i, ext in enumerate(svc.extensions):
-        if ext not in cfg.extensions:
+        if ext not in cfg.extensions and (Kind.EXTENSION, ext) not in errors.broken:
             errors.add(f"service.extensions[{i}]", f"references extension {str(ext)!r} which is not configured")
     try:
         svc.telemetry = TelemetryConfig.model_validate(raw.get("telemetry") or {})
@@ -299,6 +306,8 @@ def _check_pipeline(pid: PipelineID, pipe: PipelineConfig, path: str, cfg: Confi
                     errors.add(where, f"{own_kind.value} {ident} does not support {pid.signal.value}")
             elif own_kind is not Kind.PROCESSOR and ident in cfg.connectors:
                 continue  # checked with the connector's other side
+            elif (own_kind, ident) in errors.broken or (Kind.CONNECTOR, ident) in errors.broken:
+                continue  # its own config error is already reported
             else:
                 kinds = own_kind.value if own_kind is Kind.PROCESSOR else f"{own_kind.value} or connector"
                 errors.add(where, f"references {kinds} {str(ident)!r} which is not configured")
