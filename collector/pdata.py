@@ -94,23 +94,28 @@ def metric_point_count(metric: Metric) -> int:
 
 
 def _check_ids(signal: Signal, message: ExportRequest) -> None:
-    # Like the stock collector's pdata, an id is either absent or of its exact length.
+    # Like the stock collector's pdata, an id is either absent or of its exact length. This is
+    # the one per-item pass of the receiver, so it stays minimal: ``(n | 16) != 16`` is true
+    # for every length but 0 and 16 (likewise with 8).
     if signal is Signal.TRACES:
         for rs in message.resource_spans:  # type: ignore[union-attr]
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    if len(span.trace_id) not in (0, 16) or len(span.span_id) not in (0, 8):
-                        raise InvalidData("span has a trace_id or span_id of the wrong length")
-                    if len(span.parent_span_id) not in (0, 8):
-                        raise InvalidData("span has a parent_span_id of the wrong length")
-                    for link in span.links:
-                        if len(link.trace_id) not in (0, 16) or len(link.span_id) not in (0, 8):
-                            raise InvalidData("span link has an id of the wrong length")
+                    if (
+                        (len(span.trace_id) | 16) != 16
+                        or (len(span.span_id) | 8) != 8
+                        or (len(span.parent_span_id) | 8) != 8
+                    ):
+                        raise InvalidData("span has a trace_id, span_id or parent_span_id of the wrong length")
+                    if span.links:
+                        for link in span.links:
+                            if (len(link.trace_id) | 16) != 16 or (len(link.span_id) | 8) != 8:
+                                raise InvalidData("span link has an id of the wrong length")
     elif signal is Signal.LOGS:
         for rl in message.resource_logs:  # type: ignore[union-attr]
             for sl in rl.scope_logs:
                 for rec in sl.log_records:
-                    if len(rec.trace_id) not in (0, 16) or len(rec.span_id) not in (0, 8):
+                    if (len(rec.trace_id) | 16) != 16 or (len(rec.span_id) | 8) != 8:
                         raise InvalidData("log record has a trace_id or span_id of the wrong length")
 
 
