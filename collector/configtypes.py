@@ -77,8 +77,8 @@ class RetryConfig(ComponentConfig):
 
     enabled: bool = True
     initial_interval: Duration = 5.0
-    randomization_factor: float = Field(0.5, ge=0, le=1)
-    multiplier: float = Field(1.5, ge=1)
+    randomization_factor: float = Field(default=0.5, ge=0, le=1)
+    multiplier: float = Field(default=1.5, ge=1)
     max_interval: Duration = 30.0
     max_elapsed_time: Duration = 300.0
 
@@ -87,8 +87,8 @@ class QueueBatchConfig(ComponentConfig):
     """``sending_queue.batch``: exporter-side batching."""
 
     flush_timeout: Duration = 0.2
-    min_size: int = Field(8192, ge=0)
-    max_size: int = Field(0, ge=0)
+    min_size: int = Field(default=8192, ge=0)
+    max_size: int = Field(default=0, ge=0)
     sizer: Literal["requests", "items", "bytes"] | None = None
 
 
@@ -96,8 +96,8 @@ class QueueConfig(ComponentConfig):
     """``sending_queue``: the bounded queue in front of an exporter."""
 
     enabled: bool = True
-    num_consumers: int = Field(10, ge=1)
-    queue_size: int = Field(1000, ge=1)
+    num_consumers: int = Field(default=10, ge=1)
+    queue_size: int = Field(default=1000, ge=1)
     sizer: Literal["requests", "items", "bytes"] = "requests"
     block_on_overflow: bool = False
     wait_for_result: bool = False

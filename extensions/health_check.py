@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import ssl
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from pydantic import Field, field_validator
 
 from collector.component import Component, CreateSettings, Factory, Host, Kind
 from collector.configtypes import ComponentConfig, Duration, TLSServerConfig
+from collector.netconfig import bind_sockets, server_ssl_context, split_host_port
 from collector.pdata import Signal
 from collector.telemetry import Telemetry
 
@@ -63,7 +63,7 @@ class HealthCheckConfig(ComponentConfig):
     def _endpoint(cls, value: str) -> str:
         if not value:
             raise ValueError("endpoint must be specified")
-        split_endpoint(value)
+        split_host_port(value)
         return value
 
     @field_validator("path")
@@ -72,22 +72,6 @@ class HealthCheckConfig(ComponentConfig):
         if not value.startswith("/"):
             raise ValueError("path must start with /")
         return value
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port``, ``:port``) into its parts; ``ValueError`` when malformed."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep:
-        raise ValueError(f"endpoint {endpoint!r} must be host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"endpoint {endpoint!r} has no valid port") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"endpoint {endpoint!r} has a port out of range")
-    return host, number
 
 
 def go_duration(nanos: int) -> str:
@@ -132,63 +116,6 @@ def rfc3339(unix_nanos: int) -> str:
     minutes = int(offset.total_seconds()) // 60
     sign = "+" if minutes >= 0 else "-"
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-_TLS_VERSIONS = {
-    "1.0": ssl.TLSVersion.TLSv1,
-    "1.1": ssl.TLSVersion.TLSv1_1,
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
-}
-
-
-def server_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
-    """A server-side TLS context: the certificate, client certificates when ``client_ca_file`` is set."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = _tls_version(tls.min_version, ssl.TLSVersion.TLSv1_2)
-    if tls.max_version:
-        context.maximum_version = _tls_version(tls.max_version, ssl.TLSVersion.MAXIMUM_SUPPORTED)
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.client_ca_file:
-        context.load_verify_locations(tls.client_ca_file)
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _tls_version(text: str | None, default: ssl.TLSVersion) -> ssl.TLSVersion:
-    if not text:
-        return default
-    try:
-        return _TLS_VERSIONS[text]
-    except KeyError:
-        raise ValueError(f"unsupported TLS version {text!r} (1.0, 1.1, 1.2 or 1.3)") from None
-
-
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on one address, as Go's ``net.Listen`` binds a host name.
-
-    A name resolves to its first address, IPv4 preferred; an empty host listens on every
-    interface. One socket, so port 0 means one port.
-    """
-    address: tuple[str, int]
-    if not host:
-        family, address = (socket.AF_INET6, ("::", port)) if socket.has_ipv6 else (socket.AF_INET, ("0.0.0.0", port))
-    else:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, address = infos[0][0], (str(infos[0][4][0]), int(infos[0][4][1]))
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6 and not host:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(address)
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class ExporterFailures:
@@ -242,7 +169,7 @@ class HealthCheck(Component):
         self._up_since_ns: int | None = None  # wall clock, for upSince
         self._up_since_mono: int = 0  # monotonic, for uptime
         self._runner: web.AppRunner | None = None
-        self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
         self.failures: ExporterFailures | None = None  # with check_collector_pipeline
         self._sampler: asyncio.Task[None] | None = None
         self.port: int | None = None
@@ -305,20 +232,21 @@ class HealthCheck(Component):
         }
 
     async def start(self, host: Host) -> None:
-        bind_host, bind_port = split_endpoint(self.config.endpoint)
+        bind_host, bind_port = split_host_port(self.config.endpoint)
         context = server_ssl_context(self.config.tls) if self.config.tls is not None else None
         try:
-            sock = bind_socket(bind_host, bind_port)
+            sockets = bind_sockets(bind_host, bind_port)
         except OSError as exc:
             raise OSError(f"health_check: failed to bind to address {self.config.endpoint}: {exc}") from exc
-        self._socket = sock
-        self.port = sock.getsockname()[1]
+        self._sockets = sockets
+        self.port = sockets[0].getsockname()[1]
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.SockSite(runner, sock, ssl_context=context).start()
+            for sock in sockets:
+                await web.SockSite(runner, sock, ssl_context=context).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -342,9 +270,9 @@ class HealthCheck(Component):
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
 
 
 def _create(*, settings: CreateSettings, config: HealthCheckConfig) -> HealthCheck:

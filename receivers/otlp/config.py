@@ -7,13 +7,13 @@ server settings, the HTTP keys those of ``confighttp`` plus the per-signal URL p
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from collector.configtypes import ComponentConfig, Duration, ServerAuthConfig, TLSServerConfig
+from collector.netconfig import split_host_port
 
 MIB = 1024 * 1024
 DEFAULT_GRPC_ENDPOINT = "localhost:4317"
@@ -26,24 +26,6 @@ KNOWN_COMPRESSION = ("", "gzip", "zstd", "zlib", "deflate", "snappy", "x-snappy-
 # What AppGuard decodes. The stock default also lists snappy and lz4, which need libraries
 # AppGuard does not ship; a body in them is refused with 400 like any unsupported encoding.
 SUPPORTED_COMPRESSION = ("", "gzip", "zstd", "zlib", "deflate")
-
-
-def split_host_port(endpoint: str) -> tuple[str, int]:
-    """``"host:port"`` -> (host, port); ``[v6]:port`` and an empty host are accepted."""
-    host, sep, port_text = endpoint.rpartition(":")
-    if not sep:
-        raise ValueError(f"endpoint {endpoint!r} must be host:port")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"endpoint {endpoint!r} has an invalid IPv6 address") from None
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"endpoint {endpoint!r}: write an IPv6 address in brackets, like [::1]:4317")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"endpoint {endpoint!r} has an invalid port {port_text!r}")
-    return host, int(port_text)
 
 
 def _empty_is_default(value: Any) -> Any:

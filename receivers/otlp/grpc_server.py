@@ -18,11 +18,11 @@ from grpc_status import rpc_status
 
 from collector.auth import AuthenticationError, ServerAuthenticator
 from collector.consumer import ConsumeError
+from collector.netconfig import grpc_server_credentials, split_host_port
 from collector.pdata import InvalidData, Payload, Signal, parse_request
-from receivers.otlp.config import GRPCServerConfig, split_host_port
+from receivers.otlp.config import GRPCServerConfig
 from receivers.otlp.handoff import Handoff, bad_data_count, client_metadata, refusal
 from receivers.otlp.handoff import rpc_status as rpc_status_of
-from receivers.otlp.tls import grpc_server_credentials
 
 SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",

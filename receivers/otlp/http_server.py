@@ -10,10 +10,8 @@ authenticator refuses, 404 for another path, 405 for another method, 413 past
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -24,11 +22,11 @@ from google.rpc import status_pb2
 from collector import otlpjson
 from collector.auth import AuthenticationError, ServerAuthenticator
 from collector.consumer import ConsumeError
+from collector.netconfig import bind_sockets, server_ssl_context, split_host_port
 from collector.pdata import RESPONSE_TYPES, ExportRequest, InvalidData, Payload, Signal, parse_request
-from receivers.otlp.config import SUPPORTED_COMPRESSION, CORSConfig, HTTPServerConfig, split_host_port
+from receivers.otlp.config import SUPPORTED_COMPRESSION, CORSConfig, HTTPServerConfig
 from receivers.otlp.decompress import BodyTooLarge, read_body
 from receivers.otlp.handoff import Handoff, bad_data_count, client_metadata, refusal, retry_after_header, rpc_status
-from receivers.otlp.tls import server_ssl_context
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -134,46 +132,6 @@ class _CORS:
             if self.max_age > 0:
                 headers["Access-Control-Max-Age"] = str(self.max_age)
         return web.Response(status=204, headers=headers)
-
-
-def bind_sockets(host: str, port: int) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to, all on the same port.
-
-    Binding ourselves (rather than letting the event loop do it) keeps port 0 meaning one
-    ephemeral port for both 127.0.0.1 and ::1 of ``localhost``.
-    """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    sockets: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
-    bound_port = port
-    try:
-        for family, kind, proto, _, addr in infos:
-            if (family, addr[0]) in seen:
-                continue
-            seen.add((family, addr[0]))
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                # As for gRPC: worker processes of one machine may share the port.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind((addr[0], bound_port, *addr[2:]))
-            except OSError as exc:
-                sock.close()
-                # An address family the machine lacks (no IPv6) is skipped, not fatal.
-                if sockets and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                    continue
-                raise
-            sock.listen(1024)
-            sock.setblocking(False)
-            bound_port = sock.getsockname()[1]
-            sockets.append(sock)
-    except BaseException:
-        for s in sockets:
-            s.close()
-        raise
-    return sockets
 
 
 class HTTPServer:

@@ -64,7 +64,7 @@ def test_config_defaults_and_validation() -> None:
         ({"path": "health"}, "path must start with /"),
         ({"endpoint": ""}, "endpoint must be specified"),
         ({"endpoint": "localhost"}, "must be host:port"),
-        ({"endpoint": "localhost:http"}, "no valid port"),
+        ({"endpoint": "localhost:http"}, "invalid port"),
         ({"check_collector_pipeline": {"exporter_failure_threshold": 0}}, "greater than 0"),
         ({"check_collector_pipeline": {"interval": "often"}}, "not a duration"),
         ({"tls": {"cert_file": "c.pem"}}, "key_file"),
