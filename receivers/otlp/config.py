@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from collector.admission import AdmissionConfig
 from collector.configtypes import ComponentConfig, Duration, ServerAuthConfig, TLSServerConfig
 from collector.netconfig import split_host_port
 
@@ -180,8 +181,11 @@ class OTLPReceiverConfig(ComponentConfig):
     """The ``otlp`` receiver: OTLP over gRPC (default port 4317) and HTTP (default port 4318)."""
 
     protocols: Protocols = Field(default_factory=Protocols)
+    # Admission control by bytes in flight, shared by both transports (the stock otelarrow
+    # receiver's ``admission`` block); ``request_limit_mib: 0`` turns it off.
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
-    _defaults = field_validator("protocols", mode="before")(_empty_is_default)
+    _defaults = field_validator("protocols", "admission", mode="before")(_empty_is_default)
 
     @model_validator(mode="after")
     def _one_protocol(self) -> OTLPReceiverConfig:

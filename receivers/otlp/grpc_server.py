@@ -139,6 +139,7 @@ class GRPCServer:
         authenticator = self.authenticator
         include_metadata = self.config.include_metadata
         metrics = handoff.metrics
+        admission = handoff.admission
 
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             md = context.invocation_metadata()
@@ -148,19 +149,20 @@ class GRPCServer:
                 except AuthenticationError as exc:
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
             try:
-                message = parse_request(signal, request)
-            except InvalidData as exc:
-                metrics.failed(signal, bad_data_count(signal, request))
-                await _abort(context, rpc_status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc), bad_data=True))
-            payload = Payload.from_message(
-                signal,
-                message,
-                raw=request,
-                metadata=client_metadata(md or ()) if include_metadata else None,
-                client_address=peer_host(context.peer()),
-            )
-            try:
-                await handoff.push(payload)
+                async with admission.acquire(len(request)):
+                    try:
+                        message = parse_request(signal, request)
+                    except InvalidData as exc:
+                        metrics.failed(signal, bad_data_count(signal, request))
+                        await _abort(context, rpc_status_of(grpc.StatusCode.INVALID_ARGUMENT, str(exc), bad_data=True))
+                    payload = Payload.from_message(
+                        signal,
+                        message,
+                        raw=request,
+                        metadata=client_metadata(md or ()) if include_metadata else None,
+                        client_address=peer_host(context.peer()),
+                    )
+                    await handoff.push(payload)
             except ConsumeError as exc:
                 await _abort(context, refusal(exc).status)
             return _SUCCESS

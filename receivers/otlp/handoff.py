@@ -17,6 +17,7 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc import error_details_pb2, status_pb2
 
+from collector.admission import BytesAdmission
 from collector.consumer import ConsumeError, Consumer
 from collector.pdata import InvalidData, Payload, Signal, count_items, parse_request
 from collector.telemetry import ReceiverMetrics
@@ -29,10 +30,18 @@ DEFAULT_THROTTLE_DELAY = 1.0
 class Handoff:
     """Hands one transport's parsed requests to the consumer of their signal and counts them."""
 
-    def __init__(self, consumers: Mapping[Signal, Consumer], metrics: ReceiverMetrics, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        consumers: Mapping[Signal, Consumer],
+        metrics: ReceiverMetrics,
+        logger: logging.Logger,
+        admission: BytesAdmission | None = None,
+    ) -> None:
         self.consumers = consumers
         self.metrics = metrics
         self.logger = logger
+        # Transports hold ``admission.acquire(n)`` from before decoding until the answer.
+        self.admission = admission or BytesAdmission(0, 0)
 
     async def push(self, payload: Payload) -> None:
         """Give ``payload`` to its pipelines; raise :class:`ConsumeError` when they refuse it."""

@@ -24,6 +24,7 @@ from collector.auth import AuthenticationError, ServerAuthenticator
 from collector.consumer import ConsumeError
 from collector.netconfig import bind_sockets, server_ssl_context, split_host_port
 from collector.pdata import RESPONSE_TYPES, ExportRequest, InvalidData, Payload, Signal, parse_request
+from collector.telemetry import ReceiverMetrics
 from receivers.otlp.config import SUPPORTED_COMPRESSION, CORSConfig, HTTPServerConfig
 from receivers.otlp.decompress import BodyTooLarge, read_body
 from receivers.otlp.handoff import Handoff, bad_data_count, client_metadata, refusal, retry_after_header, rpc_status
@@ -257,6 +258,26 @@ class HTTPServer:
         limit = self.config.max_request_body_size
         if request.content_length is not None and request.content_length > limit:
             return self._error(413, f"request body of {request.content_length} bytes is larger than the limit of {limit} bytes", codec, origin)
+        try:
+            # Admission is decided on the announced size, before the body is read and decoded;
+            # a chunked body is admitted by its size once read.
+            announced = request.content_length
+            async with self.handoff.admission.acquire(announced or 0):
+                failure = await self._read_and_push(request, signal, codec, encoding, limit, origin, announced is None)
+        except ConsumeError as exc:
+            answer = refusal(exc)
+            return self._error(answer.http_status, str(exc), codec, origin, retry_after=answer.retry_after, rpc=answer.status)
+        if failure is not None:
+            return failure
+        return self._reply(200, codec.success[signal], codec.content_type, origin)
+
+    async def _read_and_push(
+        self, request: web.Request, signal: Signal, codec: _Codec, encoding: str, limit: int, origin: str | None, admit_read: bool
+    ) -> web.Response | None:
+        """Read, decode and hand on the body; an error answer for bad input, else ``None``.
+
+        A :class:`ConsumeError` from the pipeline (or the admission) propagates to the caller.
+        """
         metrics = self.handoff.metrics
         try:
             body = await read_body(request.content.iter_any(), encoding, limit)
@@ -264,23 +285,28 @@ class HTTPServer:
             return self._error(413, str(exc), codec, origin)
         except InvalidData as exc:
             return self._error(400, str(exc), codec, origin)
-        if body:
-            try:
-                message = codec.parse(signal, body)
-            except InvalidData as exc:
-                metrics.failed(signal, bad_data_count(signal, body) if codec.keeps_raw else 0)
-                return self._error(400, str(exc), codec, origin)
-            payload = Payload.from_message(
-                signal,
-                message,
-                raw=body if codec.keeps_raw else None,
-                metadata=client_metadata(headers.items()) if self.config.include_metadata else None,
-                client_address=request.remote,
-            )
-            try:
-                await self.handoff.push(payload)
-            except ConsumeError as exc:
-                answer = refusal(exc)
-                return self._error(answer.http_status, str(exc), codec, origin, retry_after=answer.retry_after, rpc=answer.status)
-        return self._reply(200, codec.success[signal], codec.content_type, origin)
+        if not body:
+            return None
+        if admit_read:
+            async with self.handoff.admission.acquire(len(body)):
+                return await self._decode_and_push(body, request, signal, codec, origin, metrics)
+        return await self._decode_and_push(body, request, signal, codec, origin, metrics)
+
+    async def _decode_and_push(
+        self, body: bytes, request: web.Request, signal: Signal, codec: _Codec, origin: str | None, metrics: ReceiverMetrics
+    ) -> web.Response | None:
+        try:
+            message = codec.parse(signal, body)
+        except InvalidData as exc:
+            metrics.failed(signal, bad_data_count(signal, body) if codec.keeps_raw else 0)
+            return self._error(400, str(exc), codec, origin)
+        payload = Payload.from_message(
+            signal,
+            message,
+            raw=body if codec.keeps_raw else None,
+            metadata=client_metadata(request.headers.items()) if self.config.include_metadata else None,
+            client_address=request.remote,
+        )
+        await self.handoff.push(payload)
+        return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Mapping
 
+from collector.admission import BytesAdmission
 from collector.auth import ServerAuthenticator, server_authenticator
 from collector.component import Component, CreateSettings, Host
 from collector.configtypes import ServerAuthConfig
@@ -45,16 +46,17 @@ class OTLPReceiver(Component):
     async def start(self, host: Host) -> None:
         settings, protocols = self.settings, self.config.protocols
         receiver_id = str(settings.id)
+        admission = BytesAdmission.from_config(self.config.admission)
         # Both authenticators are looked up before any port is bound, so a wrong id fails fast.
         grpc_auth = self._authenticator(host, protocols.grpc.auth, "grpc") if protocols.grpc else None
         http_auth = self._authenticator(host, protocols.http.auth, "http") if protocols.http else None
         if protocols.grpc is not None:
-            handoff = Handoff(self.consumers, settings.telemetry.receiver(receiver_id, "grpc"), settings.logger)
+            handoff = Handoff(self.consumers, settings.telemetry.receiver(receiver_id, "grpc"), settings.logger, admission)
             self._grpc = GRPCServer(protocols.grpc, handoff, grpc_auth, settings.logger)
             await self._grpc.start()
             self.grpc_port = self._grpc.port
         if protocols.http is not None:
-            handoff = Handoff(self.consumers, settings.telemetry.receiver(receiver_id, "http"), settings.logger)
+            handoff = Handoff(self.consumers, settings.telemetry.receiver(receiver_id, "http"), settings.logger, admission)
             self._http = HTTPServer(protocols.http, handoff, http_auth, settings.logger)
             try:
                 await self._http.start(SHUTDOWN_GRACE)

@@ -102,11 +102,12 @@ async def running(
     signals: Sequence[Signal] = tuple(Signal),
     host: Host | None = None,
     telemetry: Telemetry | None = None,
+    admission: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[OTLPReceiver]:
     """An otlp receiver on ephemeral loopback ports, shut down on the way out."""
     if protocols is None:
         protocols = {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}
-    config = OTLPReceiverConfig.model_validate({"protocols": protocols})
+    config = OTLPReceiverConfig.model_validate({"protocols": protocols, "admission": admission or {}})
     settings = CreateSettings(ComponentID("otlp"), Kind.RECEIVER, telemetry or Telemetry(), logging.getLogger("appguard.receiver.otlp"))
     consumer = consumer or Recorder()
     receiver = otlp_factory.create(settings=settings, config=config, consumers={s: consumer for s in signals})
