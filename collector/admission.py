@@ -31,6 +31,35 @@ class AdmissionConfig(ComponentConfig):
     waiting_limit_mib: int = Field(default=32, ge=0)
 
 
+class MemoryPressure:
+    """The service-wide "memory is over the limit" signal, set by ``memory_limiter`` processors.
+
+    Receivers consult it before decoding a request, so that while a memory limiter refuses
+    data the refused requests cost no parsing (and none of the memory that parsing takes).
+    """
+
+    def __init__(self) -> None:
+        self._refusing: dict[str, float] = {}
+
+    def set(self, owner: str, refusing: bool, retry_after: float) -> None:
+        """Record whether limiter ``owner`` refuses now, and the delay it asks of clients."""
+        if refusing:
+            self._refusing[owner] = retry_after
+        else:
+            self._refusing.pop(owner, None)
+
+    @property
+    def refusing(self) -> bool:
+        return bool(self._refusing)
+
+    def check(self) -> None:
+        """Raise the throttling refusal while any limiter refuses."""
+        if self._refusing:
+            raise RetryableError(
+                "data refused due to high memory usage", throttled=True, retry_after=max(self._refusing.values())
+            )
+
+
 class _Waiter:
     __slots__ = ("admitted", "future", "n")
 
@@ -43,7 +72,10 @@ class _Waiter:
 class BytesAdmission:
     """A semaphore counted in bytes, with a bounded number of bytes allowed to wait."""
 
-    def __init__(self, request_limit_mib: float, waiting_limit_mib: float) -> None:
+    def __init__(
+        self, request_limit_mib: float, waiting_limit_mib: float, pressure: MemoryPressure | None = None
+    ) -> None:
+        self.pressure = pressure
         self.request_limit = int(request_limit_mib * MIB)
         self.waiting_limit = int(waiting_limit_mib * MIB)
         self.in_flight_bytes = 0
@@ -51,9 +83,9 @@ class BytesAdmission:
         self._waiters: deque[_Waiter] = deque()
 
     @classmethod
-    def from_config(cls, config: AdmissionConfig) -> BytesAdmission:
+    def from_config(cls, config: AdmissionConfig, pressure: MemoryPressure | None = None) -> BytesAdmission:
         """The admission controller a receiver's ``admission`` block describes."""
-        return cls(config.request_limit_mib, config.waiting_limit_mib)
+        return cls(config.request_limit_mib, config.waiting_limit_mib, pressure)
 
     @property
     def enabled(self) -> bool:
@@ -70,6 +102,8 @@ class BytesAdmission:
         return _Admission(self, max(0, n_bytes))
 
     async def _acquire(self, n: int) -> None:
+        if self.pressure is not None:
+            self.pressure.check()
         if not self.enabled:
             return
         if n > self.request_limit:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from collector.admission import MemoryPressure
 from collector.configtypes import ComponentConfig
 from collector.consumer import Consumer
 from collector.pdata import Signal
@@ -95,6 +96,8 @@ class CreateSettings:
     telemetry: Telemetry
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("appguard"))
     data_dir: str | None = None
+    # Shared by every component of one service: memory limiters set it, receivers read it.
+    memory: MemoryPressure = field(default_factory=MemoryPressure)
 
 
 C = TypeVar("C", bound=ComponentConfig)

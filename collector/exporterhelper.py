@@ -332,6 +332,10 @@ class ExporterBase(Component):
     """
 
     mutates_data = False
+    # An exporter that only sends ``payload.to_bytes()`` sets this: while its payloads wait in
+    # the queue they keep their bytes but not the parsed message (which takes several times
+    # the memory); a stage that still reads the message parses it again.
+    sends_bytes_only = False
 
     def __init__(self, settings: CreateSettings, config: ExporterSettings, signals: frozenset[Signal]) -> None:
         self.settings = settings
@@ -453,6 +457,8 @@ class ExporterBase(Component):
             if error is not None:
                 raise consume_error(error)
             return
+        if self.sends_bytes_only:
+            payload.drop_parsed()
         try:
             entry = await sq.queue.put(payload, wait_for_result=self._wait)
         except QueueFull:

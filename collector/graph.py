@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from collector.admission import MemoryPressure
 from collector.component import Component, ComponentID, CreateSettings, Kind
 from collector.config import Config, PipelineID
 from collector.confmap import ConfigError
@@ -81,10 +82,11 @@ def build_graph(
     registry = registry or default_registry()
     graph = Graph()
     pipes = cfg.service.pipelines
+    memory = MemoryPressure()
 
     def settings(kind: Kind, ident: ComponentID) -> CreateSettings:
         logger = logging.getLogger(f"appguard.{kind.value}.{ident}")
-        return CreateSettings(ident, kind, telemetry, logger, data_dir)
+        return CreateSettings(ident, kind, telemetry, logger, data_dir, memory)
 
     def factory(kind: Kind, ident: ComponentID):  # type: ignore[no-untyped-def]
         f = registry.get(kind, ident.type)

@@ -191,6 +191,11 @@ class Payload:
         self.items = count_items(self.signal, self.message)
         return self.items
 
+    def drop_parsed(self) -> None:
+        """Free the parsed message while the bytes are attached (it is parsed again on demand)."""
+        if self._raw is not None:
+            self._message = None
+
     def to_bytes(self) -> bytes:
         """Protobuf bytes of the request: the received bytes while unchanged."""
         if self._raw is None:

@@ -157,6 +157,7 @@ class OTLPGrpcExporter(ExporterBase):
     """Sends each payload's bytes with one unary Export call."""
 
     config: OTLPGrpcExporterConfig
+    sends_bytes_only = True
 
     def __init__(self, settings: CreateSettings, config: OTLPGrpcExporterConfig, signals: frozenset[Signal]) -> None:
         super().__init__(settings, config, signals)

@@ -209,6 +209,7 @@ class OTLPHttpExporter(ExporterBase):
             self._urls[signal] = url
         self._compressor = Compressor(config.compression, config.compression_params.level)
         self._content_type = _JSON if config.encoding == "json" else _PROTO
+        self.sends_bytes_only = config.encoding == "proto"
         # Case-insensitive, so that a configured `user-agent` replaces the default one.
         self._headers = CIMultiDict({"Content-Type": self._content_type, "User-Agent": user_agent()})
         if self._compressor.name:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from pydantic import Field, model_validator
 
+from collector.admission import MemoryPressure
 from collector.component import Component, ComponentID, CreateSettings, Factory, Host, Kind, ProcessorBase
 from collector.configtypes import ComponentConfig, Duration
 from collector.consumer import Consumer, RetryableError
@@ -169,8 +170,12 @@ class MemoryLimiter:
         total_memory: Callable[[], int] = total_memory_bytes,
         run_gc: Callable[[], object] = gc.collect,
         clock: Callable[[], float] = time.monotonic,
+        pressure: MemoryPressure | None = None,
+        owner: str = "memory_limiter",
     ) -> None:
         self.config = config
+        self._pressure = pressure
+        self._owner = owner
         self._log = logger
         self._read_usage = read_usage
         self._run_gc = run_gc
@@ -245,7 +250,7 @@ class MemoryLimiter:
                 self._log.info(
                     "Memory usage back within limits. Resuming normal operation: cur_mem_mib=%d", usage // MIB
                 )
-            self.must_refuse = False
+            self._set(False)
             return
         since_gc = self._clock() - self._last_gc
         if usage >= self.hard_limit:
@@ -260,7 +265,13 @@ class MemoryLimiter:
             self._log.warning("Memory usage is above soft limit. Refusing data: cur_mem_mib=%d", usage // MIB)
         elif not above and self.must_refuse:
             self._log.info("Memory usage back within limits. Resuming normal operation: cur_mem_mib=%d", usage // MIB)
-        self.must_refuse = above
+        self._set(above)
+
+    def _set(self, refusing: bool) -> None:
+        self.must_refuse = refusing
+        if self._pressure is not None:
+            # Receivers refuse before decoding while this is set.
+            self._pressure.set(self._owner, refusing, max(self.config.check_interval, 1.0))
 
 
 # One limiter per processor id and service (keyed by the service's Telemetry).
@@ -306,7 +317,9 @@ def _create(
     by_id = _shared.setdefault(settings.telemetry, {})
     limiter = by_id.get(settings.id)
     if limiter is None:
-        limiter = by_id[settings.id] = MemoryLimiter(config, settings.logger)
+        limiter = by_id[settings.id] = MemoryLimiter(
+            config, settings.logger, pressure=settings.memory, owner=str(settings.id)
+        )
     return MemoryLimiterProcessor(settings, config, signal, next_consumer, limiter)
 
 

@@ -46,7 +46,7 @@ class OTLPReceiver(Component):
     async def start(self, host: Host) -> None:
         settings, protocols = self.settings, self.config.protocols
         receiver_id = str(settings.id)
-        admission = BytesAdmission.from_config(self.config.admission)
+        admission = BytesAdmission.from_config(self.config.admission, settings.memory)
         # Both authenticators are looked up before any port is bound, so a wrong id fails fast.
         grpc_auth = self._authenticator(host, protocols.grpc.auth, "grpc") if protocols.grpc else None
         http_auth = self._authenticator(host, protocols.http.auth, "http") if protocols.http else None
