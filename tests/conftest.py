@@ -1,10 +1,12 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: free ports here, PostgreSQL and Redis from tests/support/services.py."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.support.net import free_port
+
+pytest_plugins = ["tests.support.services"]
 
 
 @pytest.fixture
