@@ -248,7 +248,7 @@ class _Compiler:
             if e.type in fn.COLLECTIONS:
                 raise OTTLError(f"{e.type} can only be used inside Len()", n.col)
         if left.is_const and right.is_const:
-            value = compare(_runtime_const(left), _runtime_const(right), OPS[op])
+            value = compare(left.const, right.const, OPS[op])
             return Expr(repr(value), "bool", const=value)
         if left.is_const:
             left, right, lnode, rnode, op = right, left, rnode, lnode, _REVERSED[op]
@@ -309,10 +309,6 @@ class _Compiler:
         flag = self.gen.name("p")
         self.gen.needles.append((flag, literal.encode("utf-8", "surrogateescape")))
         return f"(ii in {flag}s and {test})"
-
-
-def _runtime_const(expr: Expr) -> Any:
-    return expr.const
 
 
 def compile_condition(
@@ -489,11 +485,9 @@ def build_program(signal: Signal, conditions: list[CompiledCondition], default_e
     depth = len(ctx.CONTEXTS[signal])
     indexed = list(enumerate(conditions))
 
-    def at(eval_level: int, level: int | None = None) -> list[tuple[int, CompiledCondition]]:
-        return [(i, c) for i, c in indexed if c.eval_level == eval_level and (level is None or c.level == level)]
-
-    def below(eval_level: int, level: int) -> list[tuple[int, CompiledCondition]]:
-        return [(i, c) for i, c in indexed if c.eval_level == eval_level and c.level == level]
+    def pick(eval_level: int, *levels: int) -> list[tuple[int, CompiledCondition]]:
+        """The conditions decided at ``eval_level`` whose own context is one of ``levels``."""
+        return [(i, c) for i, c in indexed if c.eval_level == eval_level and c.level in levels]
 
     max_level = max((c.level for c in conditions), default=-1)
     hoists: dict[int, list[tuple[str, str]]] = {}
@@ -519,12 +513,12 @@ def build_program(signal: Signal, conditions: list[CompiledCondition], default_e
         w.indent += 1
         w.line("r = rs.resource")
         # Conditions decided per resource: the resource itself, or all of its scopes/items.
-        _emit_checks(w, [(i, c) for i, c in at(0) if c.level <= 2], modes, "dr.append(ri); continue")
+        _emit_checks(w, pick(0, 0, 1, 2), modes, "dr.append(ri); continue")
         # Parts of deeper conditions that read only the resource (never the resource's own
         # conditions, which are decided above).
         for var, code in hoists.get(0, []):
             w.line(f"{var} = {code}")
-        kill_sub_r = below(0, 3)
+        kill_sub_r = pick(0, 3)
         if max_level >= 1:
             if kill_sub_r:
                 w.line("ksr = False")
@@ -534,12 +528,12 @@ def build_program(signal: Signal, conditions: list[CompiledCondition], default_e
             w.line("for si, ss in enumerate(sl):")
             w.indent += 1
             w.line("s = ss.scope")
-            _emit_checks(w, [(i, c) for i, c in at(1) if c.level <= 2], modes, "sdel.append(si); continue")
+            _emit_checks(w, pick(1, 1, 2), modes, "sdel.append(si); continue")
             for var, code in hoists.get(1, []):
                 w.line(f"{var} = {code}")
             for flag in flags:
                 w.line(f"{flag}s = {flag}.get((ri, si), _NOTHING)")
-            kill_sub_s = below(1, 3)
+            kill_sub_s = pick(1, 3)
             if max_level >= 2:
                 sub_flag = "False"
                 if kill_sub_r or kill_sub_s:
@@ -639,6 +633,7 @@ def apply_plan(message: Any, signal: Signal, plan: Plan) -> None:
 
 
 def plan_is_empty(plan: Plan) -> bool:
+    """True when the plan deletes nothing (the request can go on untouched)."""
     return not (plan[0] or plan[1] or plan[2] or plan[3])
 
 
