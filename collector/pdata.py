@@ -191,6 +191,14 @@ class Payload:
         self.items = count_items(self.signal, self.message)
         return self.items
 
+    def replace_bytes(self, raw: bytes) -> None:
+        """Attach ``raw`` as the encoding of the message a stage just changed in place.
+
+        For a stage that edits the message and re-encodes only what it changed (see
+        :mod:`collector.wire`): the caller guarantees that ``raw`` parses to the message.
+        """
+        self._raw = raw
+
     def drop_parsed(self) -> None:
         """Free the parsed message while the bytes are attached (it is parsed again on demand)."""
         if self._raw is not None:

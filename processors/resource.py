@@ -16,6 +16,7 @@ from collector.component import CreateSettings, Factory, Kind, ProcessorBase
 from collector.configtypes import ComponentConfig
 from collector.consumer import Consumer
 from collector.pdata import ExportRequest, Payload, Signal
+from collector.wire import replace_resources
 from processors._attraction import ActionKeyValue, Applier, AttrProc, edit_in_place
 
 _RESOURCES_FIELD = {Signal.TRACES: "resource_spans", Signal.METRICS: "resource_metrics", Signal.LOGS: "resource_logs"}
@@ -59,9 +60,26 @@ class ResourceProcessor(ProcessorBase):
             raw=payload.to_bytes() if payload.has_raw else None,
         )
         if apply is not None:
-            edit_in_place(payload, lambda message: self._edit(message, apply))
+            if payload.has_raw:
+                self._edit_and_splice(payload, apply)
+            else:
+                edit_in_place(payload, lambda message: self._edit(message, apply))
         self._telemetry.outgoing(items)
         await self.next.consume(payload)
+
+    def _edit_and_splice(self, payload: Payload, apply: Applier) -> None:
+        # Only the resources change: re-encode them alone and splice them into the bytes the
+        # request came with, so the exporter still sends bytes without encoding the items.
+        raw = payload.to_bytes()
+        try:
+            new: list[bytes | None] = []
+            for block in getattr(payload.message, self._field):
+                new.append(block.resource.SerializeToString() if apply(block.resource.attributes) else None)
+            if any(r is not None for r in new):
+                payload.replace_bytes(replace_resources(raw, new))
+        except BaseException:
+            payload.mutable()  # part of the edit may have happened: the old bytes are stale
+            raise
 
     def _edit(self, message: ExportRequest, apply: Applier) -> bool:
         changed = False
