@@ -66,6 +66,12 @@ class Collector:
                 out[s.name] = out.get(s.name, 0.0) + s.value
         return out
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the collector process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mib(self) -> float:
         """The collector's peak resident set size so far (VmHWM)."""
         with open(f"/proc/{self.proc.pid}/status") as f:
