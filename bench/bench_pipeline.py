@@ -96,18 +96,20 @@ def main() -> None:
     p.add_argument("--items", type=int, default=512, help="items per request")
     p.add_argument("--signals", default="traces,logs,metrics")
     p.add_argument("--processors", default="", help="also measure this chain, e.g. memory_limiter,resource,batch")
+    p.add_argument("--exporter-batch", action="store_true", help="turn on the exporter's sending_queue.batch")
     a = p.parse_args()
     procs = [x for x in a.processors.split(",") if x]
     print(f"{'signal':<8} {'scenario':<40} {'items/s':>12} {'collector CPU':>13} {'items/CPU-s':>12} {'peak RSS MiB':>13} {'ratio':>6}")
     for signal in a.signals.split(","):
         ceiling = measure(signal, "nop", [], a.duration, a.concurrency, a.items)
-        piped = measure(signal, "otlp", [], a.duration, a.concurrency, a.items)
+        exporter = "otlp_batched" if a.exporter_batch else "otlp"
+        piped = measure(signal, exporter, [], a.duration, a.concurrency, a.items)
         rows = [
             ("otlp -> nop (bare receiver, ceiling)", ceiling, ""),
             ("otlp -> otlp -> sink", piped, f"{piped['items_per_s'] / ceiling['items_per_s']:.2f}"),
         ]
         if procs:
-            chain = measure(signal, "otlp", procs, a.duration, a.concurrency, a.items)
+            chain = measure(signal, exporter, procs, a.duration, a.concurrency, a.items)
             label = "otlp -> " + " -> ".join(procs) + " -> otlp"
             rows.append((label, chain, f"{chain['items_per_s'] / ceiling['items_per_s']:.2f}"))
         for scenario, r, shown in rows:
