@@ -73,6 +73,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    data_dir = args.data_dir or default_data_dir()
+    os.environ.setdefault("APPGUARD_DATA_DIR", data_dir)
+    from api.extension import serve_standalone
+    from collector.confmap import load_sources
+
+    raw = load_sources(_sources(args))
+    setup_logging()
+    serve_standalone(raw, data_dir)
+    return 0
+
+
 def cmd_components(_: argparse.Namespace) -> int:
     registry = default_registry()
     for kind in Kind:
@@ -117,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_val = sub.add_parser("validate", help="check a config and build its pipelines without starting them")
     _add_config_args(p_val)
     sub.add_parser("components", help="list the built-in and installed components")
+    p_api = sub.add_parser("api", help="run only the api extensions of a config (the dashboard and REST API)")
+    _add_config_args(p_api)
     return parser
 
 
@@ -124,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"validate": cmd_validate, "components": cmd_components, None: cmd_run}
+    commands = {"validate": cmd_validate, "components": cmd_components, "api": cmd_api, None: cmd_run}
     try:
         return commands[args.command](args)
     except ConfigError as exc:

@@ -1,0 +1,129 @@
+"""The ``api`` extension's settings, as written under ``extensions: api:`` in the YAML config.
+
+Kept apart from the application so that the component registry can load the factory without
+importing the web stack.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from collector.configtypes import ComponentConfig, Duration, TLSServerConfig
+from collector.netconfig import split_host_port
+from storage.users_store import RegistrationMode, Role
+
+# HS256 keys shorter than the hash output weaken the signature (RFC 7518, section 3.2).
+MIN_SECRET_LENGTH = 32
+
+
+class PostgresConfig(ComponentConfig):
+    """``postgres``: the database; without this section an embedded server is started."""
+
+    dsn: str
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    connect_timeout: Duration = 30.0
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PostgresConfig:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        return self
+
+
+class RedisConfig(ComponentConfig):
+    """``redis``: the Redis server; without this section an embedded server is started."""
+
+    url: str
+    key_prefix: str = "appguard:"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        return value
+
+
+class AuthConfig(ComponentConfig):
+    """``auth``: tokens, cookies and who may register."""
+
+    jwt_secret: str | None = None
+    access_token_ttl: Duration = 15 * 60.0
+    refresh_token_ttl: Duration = 30 * 24 * 3600.0
+    registration: RegistrationMode = RegistrationMode.INVITE
+    default_role: Role = Role.MEMBER
+    invitation_ttl: Duration = 7 * 24 * 3600.0
+    cookie_secure: bool | None = None
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"jwt_secret must be at least {MIN_SECRET_LENGTH} bytes long")
+        return value
+
+    @field_validator("access_token_ttl", "refresh_token_ttl", "invitation_ttl")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+    @model_validator(mode="after")
+    def _ttls(self) -> AuthConfig:
+        if self.refresh_token_ttl < self.access_token_ttl:
+            raise ValueError("refresh_token_ttl must not be shorter than access_token_ttl")
+        return self
+
+
+class RateLimitsConfig(ComponentConfig):
+    """``rate_limits``: failed logins allowed per account and per client address in a window."""
+
+    login_per_account: int = Field(default=10, ge=1)
+    login_per_address: int = Field(default=50, ge=1)
+    window: Duration = 15 * 60.0
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("window must be at least 1s")
+        return value
+
+
+class ApiConfig(ComponentConfig):
+    """The ``api`` extension: the dashboard and REST API server."""
+
+    endpoint: str = "localhost:8080"
+    tls: TLSServerConfig | None = None
+    public_url: str | None = None
+    max_request_body_size: int = Field(default=1024 * 1024, ge=1024)
+    postgres: PostgresConfig | None = None
+    redis: RedisConfig | None = None
+    auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
+    rate_limits: RateLimitsConfig = Field(default_factory=lambda: RateLimitsConfig())
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value:
+            raise ValueError("endpoint must be specified")
+        split_host_port(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def cookie_secure(self) -> bool:
+        """``auth.cookie_secure``, else true when served over TLS or behind an https public URL."""
+        if self.auth.cookie_secure is not None:
+            return self.auth.cookie_secure
+        return self.tls is not None or (self.public_url or "").startswith("https://")
