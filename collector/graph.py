@@ -32,16 +32,13 @@ class Graph:
     processors: list[tuple[PipelineID, ComponentID, Component]] = field(default_factory=list)
     receivers: dict[ComponentID, Component] = field(default_factory=dict)
     entries: dict[PipelineID, Consumer] = field(default_factory=dict)
+    # Pipeline components in the order they were built: every one after all it feeds, so
+    # this is the order to start them in (and the reverse, to stop them).
+    built: list[tuple[Kind, str, Component]] = field(default_factory=list)
 
     def start_order(self) -> list[tuple[Kind, str, Component]]:
-        """Every pipeline component with a label, exporters first, receivers last."""
-        out: list[tuple[Kind, str, Component]] = []
-        out += [(Kind.EXPORTER, str(i), c) for i, c in self.exporters.items()]
-        out += [(Kind.CONNECTOR, str(i), c) for i, c in self.connectors.items()]
-        # built downstream first, which is also the order to start them in
-        out += [(Kind.PROCESSOR, f"{i} in {p}", c) for p, i, c in self.processors]
-        out += [(Kind.RECEIVER, str(i), c) for i, c in self.receivers.items()]
-        return out
+        """Every pipeline component with a label, each after everything downstream of it."""
+        return list(self.built)
 
 
 def _pipeline_order(cfg: Config) -> list[PipelineID]:
@@ -105,6 +102,7 @@ def build_graph(
             graph.exporters[ident] = factory(Kind.EXPORTER, ident).create(
                 settings=settings(Kind.EXPORTER, ident), config=ecfg, signals=signals
             )
+            graph.built.append((Kind.EXPORTER, str(ident), graph.exporters[ident]))
 
     def connector(ident: ComponentID) -> Component:
         if ident not in graph.connectors:
@@ -117,6 +115,7 @@ def build_graph(
                 config=cfg.connectors[ident],
                 consumers={s: fanout(c) for s, c in consumers.items()},
             )
+            graph.built.append((Kind.CONNECTOR, str(ident), graph.connectors[ident]))
         return graph.connectors[ident]
 
     for pid in _pipeline_order(cfg):
@@ -131,6 +130,7 @@ def build_graph(
                 settings=settings(Kind.PROCESSOR, ident), config=cfg.processors[ident], signal=pid.signal, next_consumer=nxt
             )
             graph.processors.append((pid, ident, proc))
+            graph.built.append((Kind.PROCESSOR, f"{ident} in {pid}", proc))
             nxt = proc
         graph.entries[pid] = nxt
 
@@ -144,4 +144,5 @@ def build_graph(
             graph.receivers[ident] = factory(Kind.RECEIVER, ident).create(
                 settings=settings(Kind.RECEIVER, ident), config=rcfg, consumers=consumers
             )
+            graph.built.append((Kind.RECEIVER, str(ident), graph.receivers[ident]))
     return graph
