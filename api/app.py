@@ -26,6 +26,7 @@ from api.services import SERVICES, Services
 FEATURES: tuple[str, ...] = (
     "api.auth",
     "api.users",
+    "api.issues",
     "api.pages",
     "api.openapi",
 )

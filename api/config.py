@@ -92,6 +92,22 @@ class RateLimitsConfig(ComponentConfig):
         return value
 
 
+class LinksConfig(ComponentConfig):
+    """Where the issue detail's links to traces, logs and session replays point."""
+
+    grafana_url: str | None = None
+    tempo_datasource: str = "tempo"
+    loki_datasource: str = "loki"
+    replay_url: str | None = None
+
+    @field_validator("grafana_url", "replay_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://", "/")):
+            raise ValueError("must start with http://, https:// or /")
+        return value.rstrip("/") if value is not None else None
+
+
 class ApiConfig(ComponentConfig):
     """The ``api`` extension: the dashboard and REST API server."""
 
@@ -103,6 +119,7 @@ class ApiConfig(ComponentConfig):
     redis: RedisConfig | None = None
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     rate_limits: RateLimitsConfig = Field(default_factory=lambda: RateLimitsConfig())
+    links: LinksConfig = Field(default_factory=lambda: LinksConfig())
 
     @field_validator("endpoint")
     @classmethod
