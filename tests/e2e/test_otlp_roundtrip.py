@@ -249,12 +249,12 @@ def test_bad_input_is_refused_and_the_server_goes_on(collector: CollectorProcess
     sink.wait_for_items_blocking(6, Signal.TRACES, timeout=20)
     _check_spans_unchanged(sent, [r.message for r in sink.requests if r.signal is Signal.TRACES])
     # the sink records a request before it answers, so the exporter may count it a moment later
-    want = (
+    counted = (
         'otelcol_receiver_accepted_spans_total{receiver="otlp",transport="http"} 6.0',
         'otelcol_exporter_sent_spans_total{exporter="otlp/tempo"} 6.0',
     )
     deadline = time.monotonic() + 10
-    while not all(w in (text := collector.metrics_text()) for w in want) and time.monotonic() < deadline:
+    while not all(w in (text := collector.metrics_text()) for w in counted) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for w in want:
+    for w in counted:
         assert w in text
