@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import zlib
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -143,6 +143,32 @@ def client_ssl_context(tls: TLSClientConfig) -> ssl.SSLContext:
     return ctx
 
 
+class ConnectionSettings(Protocol):
+    """The ``confighttp`` connection keys an HTTP exporter's config has."""
+
+    max_conns_per_host: int | None
+    idle_conn_timeout: float | None
+    disable_keep_alives: bool
+
+
+def client_session(cfg: ConnectionSettings, *, cookies: bool = False) -> aiohttp.ClientSession:
+    """An HTTP client session with the connection settings of ``cfg``.
+
+    It sets no overall timeout: the exporterhelper bounds each attempt with ``timeout``.
+    """
+    connector = aiohttp.TCPConnector(
+        limit=0,
+        limit_per_host=cfg.max_conns_per_host or 0,
+        keepalive_timeout=cfg.idle_conn_timeout if cfg.idle_conn_timeout is not None else 90.0,
+        force_close=cfg.disable_keep_alives,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        cookie_jar=aiohttp.CookieJar() if cookies else aiohttp.DummyCookieJar(),
+    )
+
+
 class Compressor:
     """Compresses request bodies with the configured algorithm and level."""
 
@@ -225,18 +251,7 @@ class OTLPHttpExporter(ExporterBase):
             self._auth = client_authenticator(host, cfg.auth.authenticator, f"exporters.{self.settings.id}")
         if any(url.startswith("https://") for url in self._urls.values()):
             self._ssl = client_ssl_context(cfg.tls)
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=cfg.max_conns_per_host or 0,
-            keepalive_timeout=cfg.idle_conn_timeout if cfg.idle_conn_timeout is not None else 90.0,
-            force_close=cfg.disable_keep_alives,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # The exporterhelper bounds each attempt with `timeout`.
-            timeout=aiohttp.ClientTimeout(total=None),
-            cookie_jar=aiohttp.CookieJar() if cfg.cookies.enabled else aiohttp.DummyCookieJar(),
-        )
+        self._session = client_session(cfg, cookies=cfg.cookies.enabled)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -54,7 +54,7 @@ from collector.ottl.values import format_float_f
 from collector.pdata import Payload, Signal
 from exporters import _promtranslate as pt
 from exporters._promtranslate import ExponentialState, InvalidName, Naming, Translator
-from exporters.otlphttp import client_ssl_context
+from exporters.otlphttp import client_session, client_ssl_context
 
 # --------------------------------------------------------------------------------------------
 # prometheus.WriteRequest (remote write 1.0), described here rather than generated
@@ -581,13 +581,7 @@ class PrometheusRemoteWriteExporter(ExporterBase):
             self._auth = client_authenticator(host, cfg.auth.authenticator, f"exporters.{self.settings.id}")
         if cfg.endpoint.startswith("https://"):
             self._ssl = client_ssl_context(cfg.tls)
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=cfg.max_conns_per_host or 0,
-            keepalive_timeout=cfg.idle_conn_timeout if cfg.idle_conn_timeout is not None else 90.0,
-            force_close=cfg.disable_keep_alives,
-        )
-        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        self._session = client_session(cfg)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -37,7 +37,7 @@ from collector.exporterhelper import (
 )
 from collector.pdata import Payload, Signal
 from exporters.loki import convert, wire
-from exporters.otlphttp import Compressor, client_ssl_context
+from exporters.otlphttp import Compressor, client_session, client_ssl_context
 
 _PROTO = "application/x-protobuf"
 # Loki's validation messages can be long (one line per refused entry): keep the start.
@@ -173,14 +173,7 @@ class LokiExporter(ExporterBase):
             self._auth = client_authenticator(host, cfg.auth.authenticator, f"exporters.{self.settings.id}")
         if cfg.endpoint.startswith("https://"):
             self._ssl = client_ssl_context(cfg.tls)
-        connector = aiohttp.TCPConnector(
-            limit=0,
-            limit_per_host=cfg.max_conns_per_host or 0,
-            keepalive_timeout=cfg.idle_conn_timeout if cfg.idle_conn_timeout is not None else 90.0,
-            force_close=cfg.disable_keep_alives,
-        )
-        # The exporterhelper bounds each attempt with `timeout`.
-        self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+        self._session = client_session(cfg)
 
     async def close(self) -> None:
         if self._session is not None:
