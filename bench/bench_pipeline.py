@@ -22,7 +22,7 @@ from bench.common import Collector, free_port, loadgen, pinned
 _ITEM_METRIC = {"traces": "spans", "logs": "log_records", "metrics": "metric_points"}
 
 
-def config(signal: str, grpc_port: int, exporter: str, processors: list[str], sink_port: int) -> str:
+def config(signal: str, grpc_port: int, exporter: str, processors: list[str], sink_port: int, consumers: int = 8) -> str:
     procs = {
         "memory_limiter": "  memory_limiter:\n    check_interval: 1s\n    limit_mib: 4000\n",
         "resource": "  resource:\n    attributes:\n      - key: deployment.environment.name\n        value: bench\n        action: upsert\n",
@@ -33,7 +33,8 @@ def config(signal: str, grpc_port: int, exporter: str, processors: list[str], si
         "nop": "  nop:\n",
         "otlp": (
             f"  otlp:\n    endpoint: 127.0.0.1:{sink_port}\n    tls:\n      insecure: true\n"
-            "    compression: none\n    sending_queue:\n      num_consumers: 8\n"
+            "    compression: none\n    sending_queue:\n"
+            + (f"      num_consumers: {consumers}\n" if consumers else "      enabled: false\n")
         ),
         "otlp_batched": (
             f"  otlp:\n    endpoint: 127.0.0.1:{sink_port}\n    tls:\n      insecure: true\n"
@@ -50,12 +51,14 @@ def config(signal: str, grpc_port: int, exporter: str, processors: list[str], si
     )
 
 
-def measure(signal: str, exporter: str, processors: list[str], duration: float, concurrency: int, items: int) -> dict[str, float]:
+def measure(
+    signal: str, exporter: str, processors: list[str], duration: float, concurrency: int, items: int, consumers: int = 8
+) -> dict[str, float]:
     grpc_port, sink_port = free_port(), free_port()
     sink = None
     if exporter.startswith("otlp"):
         sink = subprocess.Popen(pinned([sys.executable, "-m", "bench.sink", "--port", str(sink_port)], 1), stdout=subprocess.PIPE, text=True)
-    col = Collector(config(signal, grpc_port, exporter, processors, sink_port))
+    col = Collector(config(signal, grpc_port, exporter, processors, sink_port, consumers))
     try:
         target = f"127.0.0.1:{grpc_port}"
         loadgen(target, signal, items, concurrency, 2.0)  # warm-up
@@ -97,19 +100,22 @@ def main() -> None:
     p.add_argument("--signals", default="traces,logs,metrics")
     p.add_argument("--processors", default="", help="also measure this chain, e.g. memory_limiter,resource,batch")
     p.add_argument("--exporter-batch", action="store_true", help="turn on the exporter's sending_queue.batch")
+    p.add_argument(
+        "--num-consumers", type=int, default=8, help="the exporter's sending_queue.num_consumers; 0 turns the queue off"
+    )
     a = p.parse_args()
     procs = [x for x in a.processors.split(",") if x]
     print(f"{'signal':<8} {'scenario':<40} {'items/s':>12} {'collector CPU':>13} {'items/CPU-s':>12} {'peak RSS MiB':>13} {'ratio':>6}")
     for signal in a.signals.split(","):
         ceiling = measure(signal, "nop", [], a.duration, a.concurrency, a.items)
         exporter = "otlp_batched" if a.exporter_batch else "otlp"
-        piped = measure(signal, exporter, [], a.duration, a.concurrency, a.items)
+        piped = measure(signal, exporter, [], a.duration, a.concurrency, a.items, a.num_consumers)
         rows = [
             ("otlp -> nop (bare receiver, ceiling)", ceiling, ""),
-            ("otlp -> otlp -> sink", piped, f"{piped['items_per_s'] / ceiling['items_per_s']:.2f}"),
+            (f"otlp -> otlp -> sink ({a.num_consumers or 'no'} queue consumers)", piped, f"{piped['items_per_s'] / ceiling['items_per_s']:.2f}"),
         ]
         if procs:
-            chain = measure(signal, exporter, procs, a.duration, a.concurrency, a.items)
+            chain = measure(signal, exporter, procs, a.duration, a.concurrency, a.items, a.num_consumers)
             label = "otlp -> " + " -> ".join(procs) + " -> otlp"
             rows.append((label, chain, f"{chain['items_per_s'] / ceiling['items_per_s']:.2f}"))
         for scenario, r, shown in rows:
