@@ -47,12 +47,13 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import cramjam
 from aiohttp import web
+
+from tests.support.threaded import ThreadedServer
 
 PUSH_PATH = "/loki/api/v1/push"
 _NS = 1_000_000_000
@@ -541,8 +542,10 @@ class _Refusals:
         return "\n".join(out + self.ingester)
 
 
-class LokiServer:
+class LokiServer(ThreadedServer):
     """A recording Loki push endpoint on 127.0.0.1 (a free port unless ``port`` is given)."""
+
+    thread_name = "loki-server"
 
     def __init__(
         self,
@@ -564,8 +567,6 @@ class LokiServer:
         self.answered_failures = 0
         self.refused: list[Push] = []
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.on_push: Callable[[Push], None] | None = None
 
     # ---- addresses
@@ -854,45 +855,6 @@ class LokiServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> LokiServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    # ---- running in a thread of its own
-
-    def _in_thread(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    def start_in_thread(self) -> None:
-        """Serve from a background thread with its own event loop (for synchronous tests)."""
-        if self._thread is None:
-            ready = threading.Event()
-
-            def run() -> None:
-                self._loop = asyncio.new_event_loop()
-                self._loop.call_soon(ready.set)
-                self._loop.run_forever()
-                self._loop.close()
-
-            self._thread = threading.Thread(target=run, name="loki-server", daemon=True)
-            self._thread.start()
-            ready.wait(10)
-        self._in_thread(self.start())
-
-    def stop_in_thread(self) -> None:
-        """Stop serving and end the thread."""
-        if self._thread is None:
-            return
-        self._in_thread(self.stop())
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._thread = None
-        self._loop = None
 
 
 def main(argv: list[str] | None = None) -> int:

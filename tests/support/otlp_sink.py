@@ -51,6 +51,7 @@ from collector.pdata import (
     count_items,
     parse_request,
 )
+from tests.support.threaded import ThreadedServer
 
 _GRPC_SERVICES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -91,12 +92,14 @@ class _Answer:
     rejected: int = 0
 
 
-class OTLPSink:
+class OTLPSink(ThreadedServer):
     """A recording OTLP/gRPC + OTLP/HTTP server on 127.0.0.1.
 
     Ports given as 0 are chosen on the first start and kept for restarts; ``None`` disables
     that transport.
     """
+
+    thread_name = "otlp-sink"
 
     def __init__(self, *, grpc_port: int | None = 0, http_port: int | None = 0, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -109,8 +112,6 @@ class OTLPSink:
         self.answered_failures = 0
         self._grpc_server: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.on_request: Callable[[Received], None] | None = None
 
     # ---- addresses
@@ -315,46 +316,6 @@ class OTLPSink:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> OTLPSink:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    # ---- running in a thread of its own
-
-    def _in_thread(self, coro: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    def start_in_thread(self) -> None:
-        """Serve from a background thread with its own event loop (for synchronous tests)."""
-        if self._thread is None:
-            ready = threading.Event()
-
-            def run() -> None:
-                self._loop = asyncio.new_event_loop()
-                self._loop.call_soon(ready.set)
-                self._loop.run_forever()
-                self._loop.close()
-
-            self._thread = threading.Thread(target=run, name="otlp-sink", daemon=True)
-            self._thread.start()
-            ready.wait(10)
-        self._in_thread(self.start())
-
-    def stop_in_thread(self, *, keep_thread: bool = False) -> None:
-        """Stop serving; ``keep_thread`` to :meth:`start_in_thread` again later (an outage)."""
-        if self._thread is None:
-            return
-        self._in_thread(self.stop())
-        if not keep_thread:
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._thread = None
-            self._loop = None
 
 
 def _grpc_status(answer: _Answer) -> status_pb2.Status:
