@@ -50,6 +50,7 @@ from exporters.errors.stacktrace import (
     parse_stacktrace,
 )
 from storage.cache import QueryCache
+from storage.errors_store import Issue
 from storage.search import (
     Field,
     Match,
@@ -163,36 +164,16 @@ class IssueFilters:
 
 
 @dataclass(frozen=True)
-class IssueSummary:
-    """An issue as lists and the detail show it.
+class IssueSummary(Issue):
+    """An issue as lists and the detail show it: the stored row, plus the release it was
+    resolved after.
 
     ``resolved_in_release`` is the release from which events reopen a resolved issue; after
     "resolve in next release" it is a synthetic threshold just above
     ``resolved_after_release``, the latest release known when the action was taken.
     """
 
-    id: int
-    project_id: int
-    fingerprint: str
-    title: str
-    type: str
-    culprit: str
-    level: str
-    service_name: str
-    environment: str
-    status: str
-    substatus: str | None
-    status_changed_at: datetime
-    resolved_at: datetime | None
-    resolved_in_release: str | None
     resolved_after_release: str | None
-    first_seen: datetime
-    last_seen: datetime
-    first_release: str | None
-    last_release: str | None
-    event_count: int
-    user_count: int
-    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True)
