@@ -72,8 +72,8 @@ def send_spans(transport: Transport, port: int, n: int, *, service: str = "shop"
     return list(memory.get_finished_spans())
 
 
-def send_logs(transport: Transport, port: int, n: int, *, service: str = "shop") -> int:
-    """Emit ``n`` log records through the SDK logging handler; returns n."""
+def send_logs(transport: Transport, port: int, n: int, *, service: str = "shop", level: int = 30) -> int:
+    """Emit ``n`` log records at ``level`` (WARNING) through the SDK logging handler; returns n."""
     import logging
 
     from opentelemetry.sdk._logs import LoggingHandler
@@ -86,7 +86,7 @@ def send_logs(transport: Transport, port: int, n: int, *, service: str = "shop")
     handler = LoggingHandler(logger_provider=provider)
     logger.addHandler(handler)
     for i in range(n):
-        logger.warning("log line %d via %s", i, transport, extra={"item": i})
+        logger.log(level, "log line %d via %s", i, transport, extra={"item": i})
     logger.removeHandler(handler)
     provider.shutdown()
     return n

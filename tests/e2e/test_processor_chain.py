@@ -4,6 +4,7 @@ Checks exactly which spans and logs arrive, and with what attributes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ def test_chain_changes_and_drops_exactly_what_it_says(tmp_path: Path, sink: OTLP
         # the "noise" requests: their "request noise..." parents dropped, db queries kept.
         expected = 12 + 4 + 3
         sink.wait_for_items_blocking(expected, Signal.TRACES, timeout=30)
+        send_logs("grpc", grpc_port, 4, service="shop", level=logging.INFO)  # below WARN: dropped
         send_logs("grpc", grpc_port, 5, service="shop")  # WARNING records: kept
         sink.wait_for_items_blocking(5, Signal.LOGS, timeout=30)
     finally:
@@ -158,4 +160,5 @@ def test_chain_changes_and_drops_exactly_what_it_says(tmp_path: Path, sink: OTLP
         for rl in r.message.resource_logs for sl in rl.scope_logs for rec in sl.log_records
     ]
     assert len(logs) == 5
+    assert all(rec.severity_number >= 13 for _, rec in logs)  # SEVERITY_NUMBER_WARN and above only
     assert all(res["deployment.environment.name"] == "e2e" for res, _ in logs)
