@@ -278,3 +278,13 @@ class Channel(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    """A rule as kept in PostgreSQL: its id, project and definition."""
+
+    id: int
+    project_id: int
+    spec: IssueRule | ThresholdRule | MetricRule
+    source: Literal["api", "file"] = "api"
