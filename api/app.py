@@ -28,6 +28,7 @@ FEATURES: tuple[str, ...] = (
     "api.users",
     "api.issues",
     "api.pages",
+    "api.dashboard",
     "api.openapi",
 )
 

@@ -35,6 +35,8 @@ from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServer
 
 if TYPE_CHECKING:
     from api.services import Services
+    from exporters.errors.exporter import WrittenErrors
+    from storage.cache import QueryCache
 
 # Sessions over for longer than this are deleted; until then a reused token is still recognised.
 _SESSION_RETENTION = 7 * 24 * 3600.0
@@ -77,6 +79,7 @@ class ApiExtension(Component):
         self._sockets: list[socket.socket] = []
         self._embedded: list[EmbeddedServer] = []
         self._purger: asyncio.Task[None] | None = None
+        self._cache: QueryCache | None = None
 
     async def _embedded_url(self, server: EmbeddedServer) -> str:
         url = await asyncio.to_thread(server.start)
@@ -91,6 +94,7 @@ class ApiExtension(Component):
     async def start(self, host: Host) -> None:
         from api.app import build_app
         from api.services import Services
+        from storage.cache import QueryCache
 
         bind_host, bind_port = split_host_port(self.config.endpoint)
         context = server_ssl_context(self.config.tls) if self.config.tls is not None else None
@@ -105,6 +109,7 @@ class ApiExtension(Component):
             else:
                 redis_url = await self._embedded_url(EmbeddedRedis(self._data_dir("redis.url")))
             self.services = await Services.open(self.config, dsn=dsn, redis_url=redis_url, jwt_secret=secret)
+            self._cache = QueryCache(self.services.redis, prefix=self.services.key_prefix)
             try:
                 self._sockets = bind_sockets(bind_host, bind_port)
             except OSError as exc:
@@ -123,6 +128,14 @@ class ApiExtension(Component):
         scheme = "https" if context is not None else "http"
         shown = f"[{bind_host}]" if ":" in bind_host else bind_host
         self.logger.info("Starting api extension on %s://%s:%d", scheme, shown or "0.0.0.0", self.port)
+
+    async def errors_written(self, written: WrittenErrors) -> None:
+        """As an observer of an errors exporter (``observers: [api]``): make the cached answers
+        that the write changed miss, so the next page shows the new events at once."""
+        from storage.cache import invalidate_after_write
+
+        if self._cache is not None:
+            await invalidate_after_write(self._cache, written.events, written.report)
 
     async def _purge_sessions(self) -> None:
         while True:
@@ -148,6 +161,7 @@ class ApiExtension(Component):
         for sock in self._sockets:
             sock.close()
         self._sockets = []
+        self._cache = None
         if self.services is not None:
             await self.services.close()
             self.services = None

@@ -320,7 +320,8 @@ def _explore(grafana: str, datasource: str, query: dict[str, Any], moment: datet
     return f"{grafana}/explore?orgId=1&left={quote(orjson.dumps(state).decode(), safe='')}"
 
 
-def _links(request: web.Request, event: EventSummary | None) -> Links:
+def links_for(request: web.Request, event: EventSummary | None) -> Links:
+    """Where to see more of an event: its trace in Grafana/Tempo, its logs in Loki, its replay."""
     if event is None:
         return Links()
     cfg = services(request).config.links
@@ -342,7 +343,8 @@ def _links(request: web.Request, event: EventSummary | None) -> Links:
     return out
 
 
-def _filters(q: IssueListQuery) -> IssueFilters:
+def filters_of(q: IssueListQuery) -> IssueFilters:
+    """The query layer's filters for a validated issue-list query."""
     return IssueFilters(
         project_id=q.project,
         statuses=tuple(q.status),
@@ -382,7 +384,7 @@ async def list_issues(request: web.Request) -> web.StreamResponse:
     q = query(request, IssueListQuery)
     _check_search(q.query, "query")
     try:
-        page = await issue_queries(request).list_issues(_filters(q), sort=q.sort, cursor=q.cursor, limit=q.limit)
+        page = await issue_queries(request).list_issues(filters_of(q), sort=q.sort, cursor=q.cursor, limit=q.limit)
     except QueryValidationError as exc:
         raise _invalid(exc, "query") from None
     out = IssueList(issues=page.items, next_cursor=page.next_cursor, prev_cursor=page.prev_cursor)
@@ -406,7 +408,7 @@ async def get_issue(request: web.Request) -> web.StreamResponse:
         counts=detail.counts,
         tags=detail.tags,
         tag_sample_size=detail.tag_sample_size,
-        links=_links(request, latest),
+        links=links_for(request, latest),
     )
     return json_response(out)
 
@@ -434,7 +436,7 @@ async def get_issue_event(request: web.Request) -> web.StreamResponse:
         raise _invalid(exc, "event_id") from None
     if event is None:
         raise ApiError(404, "event_not_found", f"issue {target.id} has no event {target.event_id}")
-    return json_response(EventDetailOut(event=event, links=_links(request, event.event)))
+    return json_response(EventDetailOut(event=event, links=links_for(request, event.event)))
 
 
 async def update_issue(request: web.Request) -> web.StreamResponse:

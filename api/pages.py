@@ -34,7 +34,7 @@ class NavItem:
 
 
 # The dashboard's sections; pages built later add their entries here.
-NAV: list[NavItem] = [NavItem("/", "Overview")]
+NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/issues", "Issues")]
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:
@@ -104,15 +104,9 @@ async def register_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def home_page(request: web.Request) -> web.StreamResponse:
-    """The dashboard's home page (the shell; its views are built on it)."""
-    return render(request, "home.html", title="Overview")
-
-
 def register(app: web.Application) -> None:
     """Declare the pages and the static files."""
     routes = app[ROUTES]
     routes.add_static("/static", STATIC_DIR)
     routes.page("/login", login_page, role=PUBLIC, summary="Sign-in page", query=LoginPageQuery)
     routes.page("/register", register_page, role=PUBLIC, summary="Registration page", query=RegisterPageQuery)
-    routes.page("/", home_page, role=Role.VIEWER, summary="Dashboard home")

@@ -200,7 +200,14 @@ class RouteTable:
         return self._declare(route)
 
     def page(
-        self, path: str, handler: Handler, *, role: Access, summary: str, query: type[BaseModel] | None = None
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        role: Access,
+        summary: str,
+        query: type[BaseModel] | None = None,
+        params: type[BaseModel] | None = None,
     ) -> Route:
         """Declare a dashboard page (HTML, not in the OpenAPI document).
 
@@ -209,7 +216,16 @@ class RouteTable:
         if is_api_path(path):
             raise RouteDeclarationError(f"GET {path}: pages live outside /api/")
         return self._declare(
-            Route(method="GET", path=path, handler=handler, role=role, summary=summary, query=query, page=True)
+            Route(
+                method="GET",
+                path=path,
+                handler=handler,
+                role=role,
+                summary=summary,
+                query=query,
+                params=params,
+                page=True,
+            )
         )
 
     def add_static(self, prefix: str, directory: Path) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
@@ -34,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -335,16 +336,10 @@ def server_dsn() -> str:
     )
 
 
-def main() -> None:
-    """Seed (or reuse) a database, then print the latency table."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--issues", type=int, default=5_000)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
-    parser.add_argument("--reuse", metavar="NAME", help="time a database kept by an earlier --keep run")
-    args = parser.parse_args()
-
+@contextlib.contextmanager
+def scratch_database(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """A seeded scratch database (or the one ``--reuse`` names) and a Redis URL (an embedded
+    Redis when the configured one does not answer); dropped afterwards unless kept."""
     dsn = server_dsn()
     redis_url = os.environ.get(
         "APPGUARD_BENCH_REDIS_URL", os.environ.get("APPGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -370,7 +365,7 @@ def main() -> None:
         if not args.reuse:
             print(f"seeding {name}: {args.issues:,} issues, {args.events:,} events over {DAYS} days")
             asyncio.run(seed(target, args.issues, args.events))
-        asyncio.run(measure(target, redis_url, args.runs, args.issues))
+        yield target, redis_url
     finally:
         if args.keep or args.reuse:
             print(f"\nkept database {name} (rerun with --reuse {name})")
@@ -380,6 +375,24 @@ def main() -> None:
         if embedded is not None:
             embedded.stop()
             shutil.rmtree(redis_dir or "", ignore_errors=True)
+
+
+def arguments(description: str | None) -> argparse.Namespace:
+    """The options both latency benchmarks take."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--issues", type=int, default=5_000)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--reuse", metavar="NAME", help="time a database kept by an earlier --keep run")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Seed (or reuse) a database, then print the latency table."""
+    args = arguments(__doc__)
+    with scratch_database(args) as (target, redis_url):
+        asyncio.run(measure(target, redis_url, args.runs, args.issues))
 
 
 if __name__ == "__main__":

@@ -346,6 +346,16 @@ class Dashboard:
 
 
 @dataclass(frozen=True)
+class Facets:
+    """The values the issue list's filters offer: those the project's issues have."""
+
+    services: list[str]
+    environments: list[str]
+    levels: list[str]
+    types: list[str]
+
+
+@dataclass(frozen=True)
 class ActionResult:
     """What an action did: the issues it selected, those it changed (the others were already
     in that state) and, for resolve in next release, those resolved without a known release."""
@@ -1416,6 +1426,39 @@ class IssueQueries:
             project_id=project_id,
             params=[_range_key(since, until, period), step.value, top],
             compute=compute,
+        )
+
+    async def facets(self, *, project_id: int = 1, limit: int = 200) -> Facets:
+        """Up to ``limit`` distinct services, environments, levels and exception types of the
+        project's issues, sorted, for the filter menus."""
+        project_id = _check_id(project_id, "project_id")
+
+        async def compute() -> Facets:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    """
+                    SELECT (SELECT array_agg(v ORDER BY v) FROM (SELECT DISTINCT service_name AS v
+                              FROM appguard.issues WHERE project_id = %(p)s AND service_name <> ''
+                              ORDER BY 1 LIMIT %(n)s) s),
+                           (SELECT array_agg(v ORDER BY v) FROM (SELECT DISTINCT environment AS v
+                              FROM appguard.issues WHERE project_id = %(p)s AND environment <> ''
+                              ORDER BY 1 LIMIT %(n)s) e),
+                           (SELECT array_agg(v ORDER BY v) FROM (SELECT DISTINCT level AS v
+                              FROM appguard.issues WHERE project_id = %(p)s ORDER BY 1 LIMIT %(n)s) l),
+                           (SELECT array_agg(v ORDER BY v) FROM (SELECT DISTINCT type AS v
+                              FROM appguard.issues WHERE project_id = %(p)s AND type <> ''
+                              ORDER BY 1 LIMIT %(n)s) t)
+                    """,
+                    {"p": project_id, "n": limit},
+                )
+                row = await cur.fetchone()
+            assert row is not None
+            return Facets(*(list(values or []) for values in row))
+
+        if self.cache is None:
+            return await compute()
+        return await self.cache.get_or_compute(
+            "facets", type_=Facets, project_id=project_id, params=[limit], compute=compute
         )
 
     async def _dashboard(self, project_id: int, start: datetime, end: datetime, step: Interval, top: int) -> Dashboard:

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.net import free_port
 
-pytest_plugins = ["tests.support.services"]
+pytest_plugins = ["tests.support.services", "tests.support.browser"]
 
 
 @pytest.fixture

@@ -125,14 +125,9 @@ def sink() -> Iterator[OTLPSink]:
 def collector(tmp_path: Path, sink: OTLPSink, appguard_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CollectorProcess]:
     monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
     grpc_port, http_port = free_port(), free_port()
-    proc = CollectorProcess(_config(grpc_port, http_port, sink), tmp_path).start()
-    proc.grpc_port, proc.http_port = grpc_port, http_port  # type: ignore[attr-defined]
-    try:
-        proc.wait_ready()
+    with CollectorProcess(_config(grpc_port, http_port, sink), tmp_path).running() as proc:
+        proc.grpc_port, proc.http_port = grpc_port, http_port  # type: ignore[attr-defined]
         yield proc
-    finally:
-        code = proc.stop()
-        assert code == 0, proc.output()
 
 
 def load_release(tmp_path: Path, release: str, source: str) -> ModuleType:

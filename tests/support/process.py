@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support.net import free_port
@@ -60,6 +62,17 @@ class CollectorProcess:
             cwd=str(self.workdir),
         )
         return self
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CollectorProcess]:
+        """Start, wait until ready, and on leaving stop; the exit must be clean (code 0)."""
+        self.start()
+        try:
+            self.wait_ready()
+            yield self
+        finally:
+            code = self.stop()
+            assert code == 0, self.output()
 
     def _extensions(self) -> str:
         import yaml
