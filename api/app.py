@@ -27,8 +27,11 @@ FEATURES: tuple[str, ...] = (
     "api.auth",
     "api.users",
     "api.issues",
+    "api.alerts",
+    "api.alert_activity",
     "api.pages",
     "api.dashboard",
+    "api.alert_pages",
     "api.openapi",
 )
 

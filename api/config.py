@@ -120,6 +120,8 @@ class ApiConfig(ComponentConfig):
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     rate_limits: RateLimitsConfig = Field(default_factory=lambda: RateLimitsConfig())
     links: LinksConfig = Field(default_factory=lambda: LinksConfig())
+    #: The Prometheus HTTP API that metric alert rules query: their PromQL is checked against it.
+    prometheus_url: str | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -129,13 +131,13 @@ class ApiConfig(ComponentConfig):
         split_host_port(value)
         return value
 
-    @field_validator("public_url")
+    @field_validator("public_url", "prometheus_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
         if not value.startswith(("http://", "https://")):
-            raise ValueError("public_url must start with http:// or https://")
+            raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
     @property

@@ -31,7 +31,7 @@ from api.config import ApiConfig
 from collector.component import Component, ComponentID, CreateSettings, Factory, Host, Kind
 from collector.confmap import ConfigError
 from collector.netconfig import bind_sockets, server_ssl_context, split_host_port
-from storage.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServer
+from storage.embedded import EmbeddedServers
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -77,19 +77,9 @@ class ApiExtension(Component):
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._sockets: list[socket.socket] = []
-        self._embedded: list[EmbeddedServer] = []
+        self._embedded = EmbeddedServers(settings.data_dir, "api")
         self._purger: asyncio.Task[None] | None = None
         self._cache: QueryCache | None = None
-
-    async def _embedded_url(self, server: EmbeddedServer) -> str:
-        url = await asyncio.to_thread(server.start)
-        self._embedded.append(server)
-        return url
-
-    def _data_dir(self, what: str) -> str:
-        if self.settings.data_dir is None:
-            raise ConfigError(f"api: configure {what}, or give a data directory for the embedded server")
-        return self.settings.data_dir
 
     async def start(self, host: Host) -> None:
         from api.app import build_app
@@ -103,11 +93,11 @@ class ApiExtension(Component):
             if self.config.postgres is not None:
                 dsn = self.config.postgres.dsn
             else:
-                dsn = await self._embedded_url(EmbeddedPostgres(self._data_dir("postgres.dsn")))
+                dsn = await self._embedded.postgres()
             if self.config.redis is not None:
                 redis_url = self.config.redis.url
             else:
-                redis_url = await self._embedded_url(EmbeddedRedis(self._data_dir("redis.url")))
+                redis_url = await self._embedded.redis()
             self.services = await Services.open(self.config, dsn=dsn, redis_url=redis_url, jwt_secret=secret)
             self._cache = QueryCache(self.services.redis, prefix=self.services.key_prefix)
             try:
@@ -165,9 +155,7 @@ class ApiExtension(Component):
         if self.services is not None:
             await self.services.close()
             self.services = None
-        for server in reversed(self._embedded):
-            await asyncio.to_thread(server.stop)
-        self._embedded = []
+        await self._embedded.stop()
 
 
 def _create(*, settings: CreateSettings, config: ApiConfig) -> ApiExtension:

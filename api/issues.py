@@ -291,14 +291,15 @@ def _invalid(exc: QueryValidationError, default: str) -> ApiError:
     return ApiError(400, "invalid_parameter", f"{where}: {text}", field=where)
 
 
-def _base_url(request: web.Request) -> str:
+def base_url(request: web.Request) -> str:
+    """The API's address as users reach it: ``public_url``, else the request's own."""
     configured = services(request).config.public_url
     return configured if configured is not None else f"{request.scheme}://{request.host}"
 
 
 def _page_links(request: web.Request, next_cursor: str | None, prev_cursor: str | None) -> str:
     """A Sentry-style ``Link`` header: both relations, ``results`` says whether one leads anywhere."""
-    base = f"{_base_url(request)}{request.path}"
+    base = f"{base_url(request)}{request.path}"
     kept = [(k, v) for k, v in request.query.items() if k != "cursor"]
     parts = []
     for rel, cursor in (("previous", prev_cursor), ("next", next_cursor)):
@@ -338,7 +339,7 @@ def links_for(request: web.Request, event: EventSummary | None) -> Links:
             event.timestamp,
         )
     if event.session_id:
-        replay = cfg.replay_url if cfg.replay_url is not None else f"{_base_url(request)}/replays"
+        replay = cfg.replay_url if cfg.replay_url is not None else f"{base_url(request)}/replays"
         out.replay = f"{replay}/{quote(event.session_id, safe='')}"
     return out
 

@@ -34,7 +34,7 @@ class NavItem:
 
 
 # The dashboard's sections; pages built later add their entries here.
-NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/issues", "Issues")]
+NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/issues", "Issues"), NavItem("/alerts", "Alerts")]
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:

@@ -543,3 +543,46 @@ def _grant_traversal(target: Path, user: pwd.struct_passwd) -> None:
                 target,
             )
             directory.chmod(mode | stat.S_IXOTH)
+
+
+class EmbeddedServers:
+    """The embedded servers one component started, under its data directory; stopped in reverse.
+
+    ``owner`` names the component in the error raised when there is no data directory.
+    Several components using the same directory share each server (see :class:`EmbeddedServer`).
+    """
+
+    def __init__(self, data_dir: str | None, owner: str) -> None:
+        self.data_dir = data_dir
+        self.owner = owner
+        self._started: list[EmbeddedServer] = []
+
+    def _directory(self, what: str) -> str:
+        if self.data_dir is None:
+            from collector.confmap import ConfigError
+
+            raise ConfigError(f"{self.owner}: configure {what}, or give a data directory for the embedded server")
+        return self.data_dir
+
+    async def _start(self, server: EmbeddedServer) -> str:
+        import asyncio
+
+        url = await asyncio.to_thread(server.start)
+        self._started.append(server)
+        return url
+
+    async def postgres(self) -> str:
+        """The DSN of the embedded PostgreSQL, started if needed."""
+        return await self._start(EmbeddedPostgres(self._directory("postgres.dsn")))
+
+    async def redis(self) -> str:
+        """The URL of the embedded Redis, started if needed."""
+        return await self._start(EmbeddedRedis(self._directory("redis.url")))
+
+    async def stop(self) -> None:
+        """Stop (or let go of) what this component started."""
+        import asyncio
+
+        for server in reversed(self._started):
+            await asyncio.to_thread(server.stop)
+        self._started = []

@@ -6,7 +6,7 @@ import pytest
 
 from tests.support.net import free_port
 
-pytest_plugins = ["tests.support.services", "tests.support.browser"]
+pytest_plugins = ["tests.support.services", "tests.support.browser", "tests.support.smtp", "tests.support.slack_server", "tests.support.alertmanager", "tests.support.prometheus"]
 
 
 @pytest.fixture
