@@ -89,7 +89,7 @@ from storage.errors_store import ErrorEvent, Outcome
 if TYPE_CHECKING:
     from exporters.errors.exporter import WrittenErrors
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 #: The advisory lock key of the evaluation lease ("apgalrt" in ASCII).
 LEASE_KEY = 0x61_70_67_61_6C_72_74

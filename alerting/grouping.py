@@ -55,7 +55,7 @@ from alerting.codec import CodecError, decode_alert, encode_alert
 from alerting.model import Alert, Grouping, Notification, StoredRule
 from alerting.queue import NotificationQueue
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 #: Groups read from the due index at once.
 _PAGE = 500
@@ -214,6 +214,9 @@ class Dispatcher:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopped.set()
+        # Set by submit(): run() looks at the due groups at once rather than at its next tick,
+        # so a group_wait shorter than the tick is kept (by this replica's own alerts).
+        self._submitted = asyncio.Event()
 
     def group_hash_key(self, key: str) -> str:
         """The Redis hash holding the group ``key``."""
@@ -250,6 +253,7 @@ class Dispatcher:
                     client=pipe,
                 )
             await pipe.execute()
+        self._submitted.set()
 
     async def emit(self, alert: Alert, rule: StoredRule) -> None:
         """:meth:`submit` to the rule's channels with its grouping: the evaluator's ``emit``."""
@@ -354,13 +358,14 @@ class Dispatcher:
         pipe.zadd(self.due_key, {key: due})
 
     async def run(self, interval: float = 1.0) -> None:
-        """Flush due groups until :meth:`stop`: at least every ``interval`` seconds, and as soon
-        as the next group is due when that is sooner."""
+        """Flush due groups until :meth:`stop`: at least every ``interval`` seconds, as soon as
+        the next group is due when that is sooner, and right after an alert is submitted here."""
         self._stopping.clear()
         self._stopped.clear()
         try:
             while not self._stopping.is_set():
                 wait = interval
+                self._submitted.clear()
                 try:
                     await self.flush_due()
                     next_due = await self.next_due()
@@ -370,10 +375,13 @@ class Dispatcher:
                     logger.error("alert grouping: Redis failed: %s", exc)
                 except Exception:
                     logger.exception("alert grouping: flushing failed")
+                woken = asyncio.ensure_future(self._submitted.wait())
+                stopping = asyncio.ensure_future(self._stopping.wait())
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), wait)
-                except TimeoutError:
-                    pass
+                    await asyncio.wait({woken, stopping}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woken.cancel()
+                    stopping.cancel()
         finally:
             self._stopped.set()
 

@@ -60,7 +60,7 @@ from alerting.codec import CodecError, decode_notification, encode_notification
 from alerting.model import Channel, Notification, PermanentSendError, RetryableSendError
 from collector.configtypes import Duration, RetryConfig
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 DEFAULT_PREFIX = "appguard:alerting:"
 CONSUMER_GROUP = "workers"

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from storage.errors_store import ErrorEvent, WriteReport
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 T = TypeVar("T")
 

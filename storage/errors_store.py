@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from storage import partitions
 from storage.migrations import migrate
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 ISSUE_STATUSES = ("unresolved", "resolved", "ignored")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 SCHEMA = "appguard"
 PARENT = "error_events"

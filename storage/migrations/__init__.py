@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"appguard.{__name__}")
 
 # Any constant shared by every AppGuard process works; this one spells "apgmigr" in ASCII.
 MIGRATION_LOCK_KEY = 0x61_70_67_6D_69_67_72

@@ -6,6 +6,7 @@ so a test can check that every item arrived unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from opentelemetry.sdk._logs import LoggerProvider
@@ -109,3 +110,32 @@ def send_metrics(transport: Transport, port: int, *, service: str = "shop") -> I
     provider.force_flush()
     provider.shutdown()
     return memory
+
+
+def fail(
+    service: str,
+    environment: str,
+    grpc_port: int,
+    call: Callable[[], object],
+    times: int = 1,
+    *,
+    version: str = "1.0.0",
+    route: str = "GET /cart",
+) -> None:
+    """An application failing: ``times`` requests of ``service`` whose handler runs ``call``; each
+    exception is recorded on the request's span (``user.id`` u0, u1...), sent over OTLP/gRPC."""
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": service, "service.version": version, "deployment.environment.name": environment}
+        )
+    )
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter("grpc", grpc_port)))
+    tracer = provider.get_tracer("app")
+    for n in range(times):
+        with tracer.start_as_current_span(route, attributes={"user.id": f"u{n}"}) as span:
+            try:
+                call()
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+    provider.shutdown()

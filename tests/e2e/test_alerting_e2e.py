@@ -17,19 +17,25 @@ scrapes, and the ``alerting`` extension with its rules file. The peers: a real S
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Status, StatusCode
 
-from tests.e2e.sdk import span_exporter
+from tests.e2e.alerting_support import (
+    alertmanager_channel,
+    charge,
+    collector_config,
+    email_channel,
+    fail,
+    named,
+    slack_channel,
+    total_of_empty_cart,
+    until,
+    write_rules,
+)
 from tests.support.alertmanager import AlertmanagerServer
 from tests.support.net import free_port
 from tests.support.process import CollectorProcess
@@ -39,110 +45,41 @@ from tests.support.smtp import SmtpServer
 
 pytestmark = pytest.mark.e2e
 
-QUICK = "    grouping: {group_wait: 200ms, group_interval: 1s, repeat_interval: 1h}\n"
-
-
-def _rules(smtp: SmtpServer, slack: SlackServer, alertmanager: str) -> str:
-    return f"""
-channels:
-  mail:
-    type: email
-    to: [oncall@example.com]
-    from: appguard@example.com
-    host: 127.0.0.1
-    port: {smtp.port}
-  slack:
-    type: slack
-    webhook_url: {slack.webhook_url}
-  am:
-    type: alertmanager
-    url: {alertmanager}
-rules:
-  - name: New shop issue
-    kind: issue
-    when: new_issue
-    filters: {{service: [shop]}}
-    channels: [mail, slack]
-{QUICK}
-  - name: Billing issue
-    kind: issue
-    when: new_issue
-    filters: {{service: [billing], environment: [staging]}}
-    channels: [mail]
-{QUICK}
-  - name: Busy issue
-    kind: issue
-    when: frequency
-    events: 3
-    window: 1h
-    channels: [slack]
-{QUICK}
-  - name: Regression
-    kind: issue
-    when: regression
-    severity: critical
-    channels: [mail]
-{QUICK}
-  - name: Error burst
-    kind: threshold
-    measure: count
-    window: 6s
-    per: [service]
-    warning: 2
-    critical: 4
-    channels: [am]
-{QUICK}
-  - name: Errors in Prometheus
-    kind: metric
-    expr: sum by (service_name) (appguard_errors_total) > 0
-    severity: info
-    channels: [am]
-{QUICK}
-"""
-
-
-def _config(grpc_port: int, metrics_port: int, rules_file: Path, prometheus: str, redis_url: str, prefix: str) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-exporters:
-  errors:
-    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    observers: [alerting]
-  prometheus:
-    endpoint: 127.0.0.1:{metrics_port}
-connectors:
-  errormetrics:
-    metrics_flush_interval: 200ms
-extensions:
-  alerting:
-    postgres:
-      dsn: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    redis:
-      url: {redis_url}
-      key_prefix: "{prefix}"
-    prometheus:
-      endpoint: {prometheus}
-    rules_file: {rules_file}
-    dashboard_url: http://127.0.0.1:8080
-    evaluation_interval: 500ms
-    group_check_interval: 100ms
-    queue:
-      poll_interval: 100ms
-      retry: {{initial_interval: 100ms, max_interval: 1s}}
-service:
-  extensions: [alerting]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [errors, errormetrics]
-    metrics:
-      receivers: [errormetrics]
-      exporters: [prometheus]
-"""
+RULES: list[dict[str, Any]] = [
+    {
+        "name": "New shop issue",
+        "kind": "issue",
+        "when": "new_issue",
+        "filters": {"service": ["shop"]},
+        "channels": ["mail", "slack"],
+    },
+    {
+        "name": "Billing issue",
+        "kind": "issue",
+        "when": "new_issue",
+        "filters": {"service": ["billing"], "environment": ["staging"]},
+        "channels": ["mail"],
+    },
+    {"name": "Busy issue", "kind": "issue", "when": "frequency", "events": 3, "window": "1h", "channels": ["slack"]},
+    {"name": "Regression", "kind": "issue", "when": "regression", "severity": "critical", "channels": ["mail"]},
+    {
+        "name": "Error burst",
+        "kind": "threshold",
+        "measure": "count",
+        "window": "6s",
+        "per": ["service"],
+        "warning": 2,
+        "critical": 4,
+        "channels": ["am"],
+    },
+    {
+        "name": "Errors in Prometheus",
+        "kind": "metric",
+        "expr": "sum by (service_name) (appguard_errors_total) > 0",
+        "severity": "info",
+        "channels": ["am"],
+    },
+]
 
 
 @pytest.fixture
@@ -155,62 +92,29 @@ def stack(
     slack_server: SlackServer,
     alertmanager_server: AlertmanagerServer,
     prometheus_binary: str,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, Any]]:
-    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
     grpc_port, metrics_port = free_port(), free_port()
     prometheus = PrometheusServer(prometheus_binary, tmp_path, targets=[f"127.0.0.1:{metrics_port}"]).start()
-    rules_file = tmp_path / "alert-rules.yaml"
-    rules_file.write_text(_rules(smtp_server, slack_server, alertmanager_server.url))
-    config = _config(grpc_port, metrics_port, rules_file, prometheus.url, redis_url, redis_prefix)
+    channels = {
+        "mail": email_channel(smtp_server),
+        "slack": slack_channel(slack_server),
+        "am": alertmanager_channel(alertmanager_server),
+    }
+    rules_file = write_rules(tmp_path / "alert-rules.yaml", channels, RULES)
+    config = collector_config(
+        grpc_port=grpc_port,
+        dsn=appguard_dsn,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        rules_file=rules_file,
+        metrics_port=metrics_port,
+        prometheus_url=prometheus.url,
+    )
     try:
         with CollectorProcess(config, tmp_path).running() as proc:
             yield {"proc": proc, "grpc_port": grpc_port, "prometheus": prometheus}
     finally:
         prometheus.stop()
-
-
-def fail(service: str, environment: str, grpc_port: int, call: Callable[[], object], times: int = 1) -> None:
-    """The application: ``times`` requests of ``service`` failing in ``call``, through the SDK."""
-    provider = TracerProvider(
-        resource=Resource.create(
-            {"service.name": service, "service.version": "1.0.0", "deployment.environment.name": environment}
-        )
-    )
-    provider.add_span_processor(SimpleSpanProcessor(span_exporter("grpc", grpc_port)))
-    tracer = provider.get_tracer("app")
-    for n in range(times):
-        with tracer.start_as_current_span("GET /cart", attributes={"user.id": f"u{n}"}) as span:
-            try:
-                call()
-            except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
-    provider.shutdown()
-
-
-def total_of_empty_cart() -> float:
-    return sum([]) / len([])
-
-
-def charge(amount: str) -> int:
-    return int(amount)
-
-
-def named(alertmanager: AlertmanagerServer, name: str) -> list[dict[str, Any]]:
-    """The active alerts of that name in Alertmanager."""
-    return [a for a in alertmanager.alerts() if a["labels"].get("alertname") == name]
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await asyncio.to_thread(check)
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_each_rule_kind_notifies_through_its_channel(

@@ -12,13 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import Status, StatusCode
 from playwright.async_api import expect
 
-from tests.e2e.sdk import span_exporter
+from tests.e2e.sdk import fail
 from tests.support.browser import BrowserRun
 from tests.support.net import free_port
 from tests.support.process import CollectorProcess
@@ -86,27 +82,9 @@ def parse_quantity(text: str) -> int:
 
 def send_errors(grpc_port: int) -> None:
     """A shop reporting failures through the real SDK: several of each bug, two services."""
-    calls = [
-        ("shop", lambda: apply_coupon({"total": 10.0}, "   "), 3),
-        ("shop", lambda: load_profile({}, "alice"), 2),
-        ("billing", lambda: parse_quantity("three"), 1),
-    ]
-    for service, call, times in calls:
-        provider = TracerProvider(
-            resource=Resource.create(
-                {"service.name": service, "service.version": "2.4.0", "deployment.environment.name": "production"}
-            )
-        )
-        provider.add_span_processor(SimpleSpanProcessor(span_exporter("grpc", grpc_port)))
-        tracer = provider.get_tracer("shop")
-        for n in range(times):
-            with tracer.start_as_current_span("POST /checkout", attributes={"user.id": f"user-{n}"}) as span:
-                try:
-                    call()
-                except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-        provider.shutdown()
+    fail("shop", "production", grpc_port, lambda: apply_coupon({"total": 10.0}, "   "), 3, version="2.4.0")
+    fail("shop", "production", grpc_port, lambda: load_profile({}, "alice"), 2, version="2.4.0")
+    fail("billing", "production", grpc_port, lambda: parse_quantity("three"), 1, version="2.4.0")
 
 
 async def test_register_find_search_open_and_resolve_an_issue(

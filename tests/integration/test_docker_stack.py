@@ -26,6 +26,7 @@ import yaml
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from alerting import rulefile
 from collector.cli import main as appguard_cli
 from storage.migrations import migrate_dsn
 
@@ -344,6 +345,17 @@ def test_the_pieces_point_at_each_other(services: dict[str, dict[str, Any]]) -> 
         for target in targets:
             host = target.rsplit(":", 1)[0]
             assert host == "localhost" or host in services, f"Prometheus scrapes {target}, not a compose service"
+
+    # Alerting: the mounted rules file loads, and its channels and Prometheus are compose services.
+    alerting = appguard["extensions"]["alerting"]
+    assert mounts[alerting["rules_file"]] == DOCKER / "alert-rules.yaml"
+    rules = rulefile.load(DOCKER / "alert-rules.yaml")
+    assert rules.rules and all(set(rule.channels) <= set(rules.channels) for rule in rules.rules)
+    for channel in rules.channels.values():
+        assert urlsplit(getattr(channel, "url", "")).hostname in services, channel
+    assert urlsplit(alerting["prometheus"]["endpoint"]).hostname in services
+    assert "alerting" in appguard["service"]["extensions"]
+    assert "alerting" in appguard["exporters"]["errors"]["observers"]
 
     for exporter in appguard["exporters"].values():
         endpoint = str(exporter.get("endpoint", ""))

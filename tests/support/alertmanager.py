@@ -23,8 +23,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,9 +33,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.net import free_port
+from tests.support.daemon import Daemon
 
-_START_TIMEOUT = 30.0
 DEBIAN_BINARY = "/usr/bin/prometheus-alertmanager"
 
 
@@ -64,8 +61,10 @@ def bcrypt_hash(password: str) -> str:
     return hashed
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(Daemon):
     """One Alertmanager process with its own config, storage and port."""
+
+    name = "alertmanager"
 
     def __init__(
         self,
@@ -76,19 +75,21 @@ class AlertmanagerServer:
         webhook_url: str | None = None,
         resolve_timeout: str = "5m",
     ) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.root = workdir / f"alertmanager-{self.port}"
-        self.root.mkdir(parents=True)
+        super().__init__(binary, workdir)
         self.config_path = self.root / "alertmanager.yml"
-        self.log_path = self.root / "alertmanager.log"
         self.basic_auth = basic_auth
         receiver: dict[str, Any] = {"name": "test"}
         if webhook_url is not None:
             receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
         config = {
             "global": {"resolve_timeout": resolve_timeout},
-            "route": {"receiver": "test", "group_by": ["alertname"], "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"},
+            "route": {
+                "receiver": "test",
+                "group_by": ["alertname"],
+                "group_wait": "1s",
+                "group_interval": "1s",
+                "repeat_interval": "1h",
+            },
             "receivers": [receiver],
         }
         # JSON is YAML: no YAML writer needed.
@@ -96,18 +97,12 @@ class AlertmanagerServer:
         self.web_config_path: Path | None = None
         if basic_auth is not None:
             self.web_config_path = self.root / "web.yml"
-            self.web_config_path.write_text(json.dumps({"basic_auth_users": {basic_auth[0]: bcrypt_hash(basic_auth[1])}}) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
+            self.web_config_path.write_text(
+                json.dumps({"basic_auth_users": {basic_auth[0]: bcrypt_hash(basic_auth[1])}}) + "\n"
+            )
 
-    @property
-    def url(self) -> str:
-        """Base URL (``/api/v2/...`` below it)."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AlertmanagerServer:
-        """Start the process and wait until ``/-/ready`` answers 200."""
+    def arguments(self) -> list[str]:
         args = [
-            self.binary,
             f"--config.file={self.config_path}",
             f"--storage.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
@@ -116,47 +111,10 @@ class AlertmanagerServer:
         ]
         if self.web_config_path is not None:
             args.append(f"--web.config.file={self.web_config_path}")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"alertmanager exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self._request("/-/ready"), timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"alertmanager was not ready within {_START_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.1)
+        return args
 
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if hasattr(self, "_log"):
-            self._log.close()
-
-    def __enter__(self) -> AlertmanagerServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        """The server's output so far (for failure messages)."""
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+    def ready_request(self) -> urllib.request.Request:
+        return self._request("/-/ready")
 
     def _request(self, path: str) -> urllib.request.Request:
         request = urllib.request.Request(self.url + path)
@@ -172,7 +130,9 @@ class AlertmanagerServer:
         """
         query = urllib.parse.urlencode(filters)
         try:
-            with urllib.request.urlopen(self._request("/api/v2/alerts" + (f"?{query}" if query else "")), timeout=10) as response:
+            with urllib.request.urlopen(
+                self._request("/api/v2/alerts" + (f"?{query}" if query else "")), timeout=10
+            ) as response:
                 return list(json.load(response))
         except urllib.error.HTTPError as exc:
             raise AssertionError(f"GET /api/v2/alerts: HTTP {exc.code}: {exc.read()[:500]!r}") from None

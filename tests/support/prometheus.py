@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -33,9 +32,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, DataPointFlags, ScopeMetrics
 
 from collector.pdata import Payload, Signal
-from tests.support.net import free_port
-
-_START_TIMEOUT = 30.0
+from tests.support.daemon import Daemon
 
 
 def find_prometheus() -> str | None:
@@ -58,8 +55,10 @@ def prometheus_binary() -> str:
     return binary
 
 
-class PrometheusServer:
+class PrometheusServer(Daemon):
     """One ``prometheus`` process with its own config, data directory and port."""
+
+    name = "prometheus"
 
     def __init__(
         self,
@@ -72,16 +71,17 @@ class PrometheusServer:
         exemplars: bool = False,
         scrape_interval: str = "1s",
     ) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.root = workdir / f"prometheus-{self.port}"
-        self.root.mkdir(parents=True)
+        super().__init__(binary, workdir)
         self.config_path = self.root / "prometheus.yml"
-        self.log_path = self.root / "prometheus.log"
         self.targets = list(targets)
         self.remote_write_receiver = remote_write_receiver
         self.exemplars = exemplars
-        lines = ["global:", f"  scrape_interval: {scrape_interval}", f"  scrape_timeout: {scrape_interval}", "scrape_configs:"]
+        lines = [
+            "global:",
+            f"  scrape_interval: {scrape_interval}",
+            f"  scrape_timeout: {scrape_interval}",
+            "scrape_configs:",
+        ]
         if self.targets:
             lines += [
                 "  - job_name: appguard",
@@ -93,22 +93,14 @@ class PrometheusServer:
         else:
             lines[-1] = "scrape_configs: []"
         self.config_path.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL of the server's HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def remote_write_url(self) -> str:
         """Where a remote write sender posts (with ``remote_write_receiver``)."""
         return f"{self.url}/api/v1/write"
 
-    def start(self) -> PrometheusServer:
-        """Start the process and wait until it is ready."""
+    def arguments(self) -> list[str]:
         args = [
-            self.binary,
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.root / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
@@ -118,47 +110,7 @@ class PrometheusServer:
             args.append("--web.enable-remote-write-receiver")
         if self.exemplars:
             args.append("--enable-feature=exemplar-storage")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus was not ready within {_START_TIMEOUT}s:\n{self.log()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop the process (SIGTERM, then SIGKILL after 10 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if hasattr(self, "_log"):
-            self._log.close()
-
-    def __enter__(self) -> PrometheusServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        """The server's output so far (for failure messages)."""
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+        return args
 
     # ---- the HTTP API
 
@@ -193,7 +145,9 @@ class PrometheusServer:
         """The scrape targets and their health (``up``, ``lastError``)."""
         return list(self.api("targets")["activeTargets"])
 
-    def wait_for(self, expr: str, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0) -> list[dict[str, Any]]:
+    def wait_for(
+        self, expr: str, check: Callable[[list[dict[str, Any]]], bool], timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
         """Query ``expr`` until ``check(result)`` holds; AssertionError with the last result."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
@@ -208,7 +162,9 @@ class PrometheusServer:
 
     def wait_for_value(self, expr: str, value: float, timeout: float = 20.0) -> dict[str, Any]:
         """Wait until ``expr`` gives exactly one element of ``value``; return it."""
-        rows = self.wait_for(expr, lambda r: len(r) == 1 and abs(r[0]["value"] - value) <= 1e-9 * max(1.0, abs(value)), timeout)
+        rows = self.wait_for(
+            expr, lambda r: len(r) == 1 and abs(r[0]["value"] - value) <= 1e-9 * max(1.0, abs(value)), timeout
+        )
         return rows[0]
 
 
@@ -255,7 +211,16 @@ def scope_metrics(
     return sm
 
 
-def add_metric(sm: ScopeMetrics, name: str, kind: str, *, unit: str = "", description: str = "", monotonic: bool = False, temporality: int = CUMULATIVE) -> Any:
+def add_metric(
+    sm: ScopeMetrics,
+    name: str,
+    kind: str,
+    *,
+    unit: str = "",
+    description: str = "",
+    monotonic: bool = False,
+    temporality: int = CUMULATIVE,
+) -> Any:
     """A metric of ``kind`` (gauge, sum, histogram, exponential_histogram, summary); its data."""
     metric = sm.metrics.add(name=name, unit=unit, description=description)
     data = getattr(metric, kind)
