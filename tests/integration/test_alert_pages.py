@@ -6,7 +6,6 @@ page, hostile names escaped, unknown ids 404."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,38 +15,19 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from alerting.channels.specs import WebhookSpec
-from alerting.model import Alert, AlertState, Notification, Severity, ThresholdRule
+from alerting.model import AlertState, Severity, ThresholdRule
 from alerting.queue import NotificationQueue
 from alerting.state import AlertInstance, AlertStateStore, Transition
 from alerting.store import RuleStore
 from api.alert_pages import condition, duration
 from api.extension import ApiExtension
 from collector.configtypes import parse_duration
+from tests.support.alert_data import dead_letter, make
 from tests.support.api import ApiClient
 
 SLACK_URL = "https://hooks.slack.com/services/T000/B000/very-secret-token"
 WEBHOOK_SECRET = "signing-secret-0123456789"
 SCRIPT = "<script>alert(1)</script>"
-
-
-@pytest.fixture
-async def pool(appguard_dsn: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    p: AsyncConnectionPool[Any] = AsyncConnectionPool(appguard_dsn, kwargs={"autocommit": True}, open=False)
-    await p.open(wait=True)
-    try:
-        yield p
-    finally:
-        await p.close()
-
-
-@pytest.fixture
-async def queue(redis_url: str, redis_prefix: str) -> AsyncIterator[NotificationQueue]:
-    # The queue of the API's dead-letter endpoints: the API's key prefix + "alerting:".
-    q = NotificationQueue.from_url(redis_url, prefix=redis_prefix + "alerting:")
-    try:
-        yield q
-    finally:
-        await q.close()
 
 
 async def browser_of(api: ApiExtension, email: str, *, register: bool = False) -> ApiClient:
@@ -58,33 +38,8 @@ async def browser_of(api: ApiExtension, email: str, *, register: bool = False) -
     return browser
 
 
-async def make(http: ApiClient, token: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    reply = await http.call("POST", path, json=body, token=token)
-    assert reply.status == 201, reply.body
-    result: dict[str, Any] = reply.body
-    return result
-
-
 def threshold_rule(name: str, **fields: Any) -> dict[str, Any]:
     return {"kind": "threshold", "name": name, "warning": 10, "critical": 50, **fields}
-
-
-async def dead_letter(queue: NotificationQueue, rule_name: str, reason: str) -> str:
-    """A notification of ``rule_name`` given up on, as a worker leaves it."""
-    now = datetime.now(UTC)
-    alert = Alert(
-        rule_id=1, rule_name=rule_name, kind="threshold", fingerprint="f1", status="firing",
-        severity=Severity.CRITICAL, labels={"alertname": rule_name}, annotations={}, starts_at=now,
-    )  # fmt: skip
-    notification = Notification(
-        id="n-1", channel="ops-hook", group_key="g", group_labels={}, alerts=(alert,), created_at=now
-    )
-    await queue.ensure_group()
-    await queue.enqueue(notification)
-    [entry] = await queue.read("test-worker", count=1, block=None)
-    await queue.dead_letter(entry, reason=reason, attempts=5, notification=notification)
-    [letter] = await queue.dead_letters()
-    return letter.id
 
 
 async def test_the_alerts_page_shows_alerts_rules_channels_and_dead_letters(
