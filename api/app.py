@@ -29,9 +29,11 @@ FEATURES: tuple[str, ...] = (
     "api.issues",
     "api.alerts",
     "api.alert_activity",
+    "api.projects",
     "api.pages",
     "api.dashboard",
     "api.alert_pages",
+    "api.project_pages",
     "api.openapi",
 )
 

@@ -25,8 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from api.errors import ApiError
 from api.issues import IssueListQuery, IssueParams, filters_of, issue_queries, links_for
 from api.pages import render
+from api.projects import project_store
 from api.routing import ROUTES, params, principal, query
 from storage.issue_queries import QueryValidationError
+from storage.projects import DEFAULT_PROJECT
 from storage.users_store import Role
 
 _log = logging.getLogger("appguard.api")
@@ -51,6 +53,7 @@ class IssuesPageQuery(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     query: str | None = Field(default=None, max_length=2000)
+    project: str = ""
     status: str = ""
     service: str = ""
     environment: str = ""
@@ -67,6 +70,7 @@ class IssuesPageQuery(BaseModel):
         """The form's filled-in fields as the API's query parameters."""
         fields = {
             "query": self.search(),
+            "project": self.project or None,
             "status": [self.status] if self.status else [],
             "service": [self.service] if self.service else [],
             "environment": [self.environment] if self.environment else [],
@@ -82,6 +86,7 @@ class IssuesPageQuery(BaseModel):
         """``/issues`` with this form's values, some replaced (None removes one)."""
         values: dict[str, str] = {
             "query": self.search(),
+            "project": self.project,
             "status": self.status,
             "service": self.service,
             "environment": self.environment,
@@ -100,6 +105,7 @@ class IssuePageQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    project: int = Field(default=1, ge=1, le=2**63 - 1)
     event: uuid.UUID | None = None
     events_cursor: str | None = Field(default=None, max_length=1024)
 
@@ -114,9 +120,9 @@ async def issues_page(request: web.Request) -> web.StreamResponse:
     """The issue list with its filters, search, sort and pages."""
     form = query(request, IssuesPageQuery)
     queries = issue_queries(request)
-    facets = await queries.facets()
     error: str | None = None
     page = None
+    listing: IssueListQuery | None = None
     try:
         listing = IssueListQuery.model_validate(form.api_query())
         page = await queries.list_issues(filters_of(listing), sort=listing.sort, cursor=listing.cursor, limit=25)
@@ -124,11 +130,14 @@ async def issues_page(request: web.Request) -> web.StreamResponse:
         error = _problem(exc)
     except (QueryValidationError, ApiError) as exc:
         error = str(exc)
+    facets = await queries.facets(project_id=listing.project if listing is not None else DEFAULT_PROJECT)
     return render(
         request,
         "issues.html",
         title="Issues",
         form=form,
+        projects=await project_store(request).list_projects(),
+        chosen_project=form.project or str(DEFAULT_PROJECT),
         facets=facets,
         periods=PERIODS,
         sorts=SORTS,
@@ -145,18 +154,18 @@ async def issue_page(request: web.Request) -> web.StreamResponse:
     target = params(request, IssueParams)
     q = query(request, IssuePageQuery)
     queries = issue_queries(request)
-    detail = await queries.get_issue_detail(target.id)
+    detail = await queries.get_issue_detail(target.id, project_id=q.project)
     if detail is None:
         raise ApiError(404, "issue_not_found", f"there is no issue {target.id}")
     shown = detail.latest_event
     if q.event is not None:
-        shown = await queries.get_event(target.id, q.event)
+        shown = await queries.get_event(target.id, q.event, project_id=q.project)
         if shown is None:
             raise ApiError(404, "event_not_found", f"issue {target.id} has no event {q.event}")
     try:
-        events = await queries.list_events(target.id, cursor=q.events_cursor, limit=20)
+        events = await queries.list_events(target.id, project_id=q.project, cursor=q.events_cursor, limit=20)
     except QueryValidationError:
-        events = await queries.list_events(target.id, limit=20)
+        events = await queries.list_events(target.id, project_id=q.project, limit=20)
     return render(
         request,
         "issue.html",

@@ -34,7 +34,12 @@ class NavItem:
 
 
 # The dashboard's sections; pages built later add their entries here.
-NAV: list[NavItem] = [NavItem("/", "Overview"), NavItem("/issues", "Issues"), NavItem("/alerts", "Alerts")]
+NAV: list[NavItem] = [
+    NavItem("/", "Overview"),
+    NavItem("/issues", "Issues"),
+    NavItem("/alerts", "Alerts"),
+    NavItem("/projects", "Projects"),
+]
 
 
 def render(request: web.Request, template: str, *, status: int = 200, **context: Any) -> web.Response:

@@ -115,8 +115,8 @@ async def test_issue_page_shows_the_stack_tags_links_and_events(api: ApiExtensio
     assert 'id="link-trace"' in body and TRACE in body and 'id="link-logs"' in body
     assert '<a href="https://guard.example.com/replays/sess-42" id="link-replay">' in body
     # The events table and the chart's source; a member may act on the issue.
-    assert body.count('<a href="/issues/{}?event='.format(ids["cart"])) == 3
-    assert f'data-src="/api/issues/{ids["cart"]}/stats?statsPeriod=14d"' in body
+    assert body.count('<a href="/issues/{}?project=1&amp;event='.format(ids["cart"])) == 3
+    assert f'data-src="/api/issues/{ids["cart"]}/stats?project=1&amp;statsPeriod=14d"' in body
     assert 'data-action="resolve"' in body
     assert missing.status == 404 and "there is no issue 999999" in missing.body
     assert bad.status == 400

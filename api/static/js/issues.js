@@ -5,6 +5,11 @@ import { ACTIONS } from "./issue-actions.js";
 const table = document.getElementById("issue-table");
 const bar = document.getElementById("bulk-bar");
 
+function chosenProject() {
+  const select = document.querySelector("#filters select[name=project]");
+  return select && select.value ? Number(select.value) : 1;
+}
+
 function picked() {
   return [...document.querySelectorAll("#issue-table input[name=id]:checked")].map((box) => Number(box.value));
 }
@@ -27,7 +32,7 @@ if (bar && table) {
       const ids = picked();
       if (!ids.length) return;
       try {
-        const answer = await api("PUT", "/api/issues", { ids, ...ACTIONS[button.dataset.action] });
+        const answer = await api("PUT", "/api/issues", { ids, project: chosenProject(), ...ACTIONS[button.dataset.action] });
         document.getElementById("bulk-status").textContent = `${answer.updated.length} changed`;
         location.reload();
       } catch (err) {
