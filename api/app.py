@@ -29,6 +29,7 @@ FEATURES: tuple[str, ...] = (
     "api.issues",
     "api.alerts",
     "api.alert_activity",
+    "api.sentry",
     "api.projects",
     "api.pages",
     "api.dashboard",

@@ -108,6 +108,34 @@ class LinksConfig(ComponentConfig):
         return value.rstrip("/") if value is not None else None
 
 
+class SentryConfig(ComponentConfig):
+    """``sentry``: the ingest endpoints Sentry SDKs report to (``/api/<project>/envelope/``)."""
+
+    #: The collector's own OTLP/HTTP receiver the converted events and spans are sent to.
+    otlp_endpoint: str = "http://localhost:4318"
+    #: How long to wait for the receiver to accept a request.
+    timeout: Duration = 10.0
+    #: Largest body accepted, compressed on the wire and decompressed alike (413 beyond).
+    max_envelope_size: int = Field(default=20 * 1024 * 1024, ge=1024)
+    #: Events and transactions per minute and project for keys without a ``rate_limit`` of
+    #: their own; unset: no limit.
+    default_rate_limit: int | None = Field(default=None, ge=1)
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+
 class ApiConfig(ComponentConfig):
     """The ``api`` extension: the dashboard and REST API server."""
 
@@ -120,6 +148,7 @@ class ApiConfig(ComponentConfig):
     auth: AuthConfig = Field(default_factory=lambda: AuthConfig())
     rate_limits: RateLimitsConfig = Field(default_factory=lambda: RateLimitsConfig())
     links: LinksConfig = Field(default_factory=lambda: LinksConfig())
+    sentry: SentryConfig = Field(default_factory=lambda: SentryConfig())
     #: The Prometheus HTTP API that metric alert rules query: their PromQL is checked against it.
     prometheus_url: str | None = None
 

@@ -420,14 +420,21 @@ class ErrorsExporter(ExporterBase):
     def to_event(self, found: FoundError) -> ErrorEvent:
         """Group one found error and make the event the store writes."""
         resource = found.resource
-        result = self.grouper.group(
-            exc_type=found.exc_type,
-            message=found.message,
-            stacktrace=found.stacktrace,
-            language=resource.language,
-            fingerprint=found.fingerprint,
-            service=resource.service_name or None,
-        )
+        structured = found.structured_exceptions()
+        if structured is not None:
+            # Frames that came structured (a Sentry event) are grouped as given.
+            result = self.grouper.group_parsed(
+                structured, fingerprint=found.fingerprint, service=resource.service_name or None
+            )
+        else:
+            result = self.grouper.group(
+                exc_type=found.exc_type,
+                message=found.message,
+                stacktrace=found.stacktrace,
+                language=resource.language,
+                fingerprint=found.fingerprint,
+                service=resource.service_name or None,
+            )
         parsed = result.stacktrace
         primary = parsed.primary
         attributes, texts = found.collect(_TEXT_KEYS)
@@ -445,6 +452,7 @@ class ErrorsExporter(ExporterBase):
             culprit=result.culprit or "",
             level=found.level,
             event_id=found.event_id,
+            project_id=found.project_id,
             trace_id=found.trace_id_hex,
             span_id=found.span_id_hex,
             session_id=_short(texts.get(SESSION_ID)),

@@ -11,6 +11,13 @@ An error is one of:
 - optionally, a **span with status** ``ERROR`` that recorded no exception event
   (``traces.status_errors``).
 
+Errors that arrive already structured (a Sentry event turned into a log record by the
+``api`` extension's ingest, see ``docs/sentry.md``) carry AppGuard's own attributes beside the
+conventional ones: ``appguard.exception.values`` (Sentry's ``exception.values`` as JSON: the
+chained exceptions with their frames, whose ``in_app`` marks are kept), ``appguard.event_id``
+(the SDK's event id) and ``appguard.project_id`` (the project the SDK's key belongs to). The
+frames are then taken as given rather than parsed out of ``exception.stacktrace``.
+
 The ``errors`` exporter and the ``errormetrics`` connector share :class:`Extractor`.
 
 Most requests carry no error, so the work is arranged to cost next to nothing for them: while
@@ -35,12 +42,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from pydantic import field_validator
 
 from collector.configtypes import ComponentConfig
 from collector.pdata import REQUEST_TYPES, Payload, Signal
+from exporters.errors.stacktrace import MAX_EXCEPTIONS, ParsedStacktrace, _python_module, exceptions_from_dicts
+from storage.projects import DEFAULT_PROJECT
 
 # --------------------------------------------------------------------------- attribute names
 
@@ -50,6 +60,9 @@ EXCEPTION_MESSAGE = "exception.message"
 EXCEPTION_STACKTRACE = "exception.stacktrace"
 EXCEPTION_ESCAPED = "exception.escaped"
 FINGERPRINT = "appguard.fingerprint"
+EXCEPTION_VALUES = "appguard.exception.values"
+EVENT_ID = "appguard.event_id"
+PROJECT_ID = "appguard.project_id"
 SERVICE_NAME = "service.name"
 SERVICE_VERSION = "service.version"
 ENVIRONMENT = "deployment.environment.name"
@@ -62,8 +75,10 @@ USER_EMAIL = "user.email"
 USER_AGENT = "user_agent.original"
 ERROR_TYPE = "error.type"
 
-# Keys whose values live in columns of their own and are left out of ``attributes``.
+# The conventional exception keys: their values live in columns of their own.
 _COLUMN_KEYS = frozenset({EXCEPTION_TYPE, EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE})
+# Keys left out of ``attributes``: those, and what is stored apart (frames, project, event id).
+_STORED_APART = _COLUMN_KEYS | {EXCEPTION_VALUES, EVENT_ID, PROJECT_ID}
 
 # What the encoded bytes of a request contain when an error may be in it (see module doc).
 # Span.Event.name is field 2 (tag 0x12); the length of "exception" is 9.
@@ -227,7 +242,7 @@ def _attribute_dict(attributes: Iterable[KeyValue], into: dict[str, Any]) -> Non
         if len(into) >= MAX_ATTRIBUTES:
             return
         key = clip(kv.key, 256)
-        if key in into or key in _COLUMN_KEYS:
+        if key in into or key in _STORED_APART:
             continue
         into[key] = any_value(kv.value)
 
@@ -263,6 +278,8 @@ class ResourceInfo:
     service_version: str | None
     environment: str
     language: str | None
+    #: ``appguard.project_id`` of the resource, if it names a project
+    project_id: int | None = None
 
     @property
     def resource(self) -> Resource:
@@ -287,6 +304,7 @@ class ResourceInfo:
             service_version=text(SERVICE_VERSION),
             environment=text(ENVIRONMENT) or text(ENVIRONMENT_OLD) or "",
             language=text(SDK_LANGUAGE),
+            project_id=_project_id(container.resource.attributes),
         )
 
 
@@ -324,6 +342,11 @@ class FoundError:
     owner: Any = field(repr=False)
     item: Any = field(repr=False)
     index: int = 0
+    # ``appguard.exception.values`` (JSON), ``appguard.event_id`` and ``appguard.project_id``
+    # of the event or log record itself, when it has them.
+    values_json: str | None = field(default=None, repr=False)
+    given_event_id: uuid.UUID | None = None
+    own_project_id: int | None = None
 
     def text(self, key: str) -> str | None:
         """An attribute's value as non-empty text (strings, numbers, booleans), or None.
@@ -357,7 +380,7 @@ class FoundError:
                     text = as_text(kv.value)
                     if text:
                         texts[key] = text if len(text) <= MAX_VALUE_CHARS else clip(text, MAX_VALUE_CHARS)
-                if full or key in merged or key in _COLUMN_KEYS:
+                if full or key in merged or key in _STORED_APART:
                     continue
                 merged[key if len(key) <= 256 else clip(key, 256)] = any_value(kv.value)
                 full = len(merged) >= MAX_ATTRIBUTES
@@ -386,6 +409,22 @@ class FoundError:
         return None
 
     @property
+    def project_id(self) -> int:
+        """The ``appguard.project_id`` of the event (or log record), else of its resource, else 1."""
+        return self.own_project_id or self.resource.project_id or DEFAULT_PROJECT
+
+    def structured_exceptions(self) -> ParsedStacktrace | None:
+        """The exceptions and frames the error came with (``appguard.exception.values``), or
+        None when it brought none and its stack trace text is to be parsed.
+
+        The frames keep the ``in_app`` marks they came with. A fresh object every call: the
+        grouper sets marks on it.
+        """
+        if self.values_json is None:
+            return None
+        return structured_exceptions(self.values_json, self.resource.language)
+
+    @property
     def trace_id_hex(self) -> str | None:
         """The trace id as 32 hex digits, or None when the item has none."""
         return self.trace_id.hex() if self.trace_id and any(self.trace_id) else None
@@ -404,11 +443,14 @@ class FoundError:
     def event_id(self) -> uuid.UUID:
         """A stable id: the same error in a request sent again gets the same id.
 
-        It hashes what identifies the error in its source: trace id, span id and the event's
+        An ``appguard.event_id`` attribute (a Sentry event's own id) is taken as it is.
+        Otherwise it hashes what identifies the error in its source: trace id, span id and the event's
         position and time for an exception event; trace id, span id and start time for a span
         with status ERROR; for a log record (which has no id of its own) its ids, times,
         severity and exception or body text.
         """
+        if self.given_event_id is not None:
+            return self.given_event_id
         parts = [self.trace_id, self.span_id]
         item = self.item
         if self.source == "exception_event":
@@ -562,32 +604,123 @@ def _severity_number(record: Any) -> int:
     return number
 
 
-def _exception_attributes(attributes: Iterable[KeyValue]) -> tuple[str | None, str | None, str | None, bool | None, Any]:
-    exc_type = message = stacktrace = None
+@dataclass(slots=True)
+class _ExceptionAttributes:
+    """The ``exception.*`` and ``appguard.*`` attributes of an event or log record."""
+
+    exc_type: str | None = None
+    message: str | None = None
+    stacktrace: str | None = None
     escaped: bool | None = None
-    fingerprint: Any = None
+    fingerprint: list[str] | str | None = None
+    values_json: str | None = None
+    event_id: uuid.UUID | None = None
+    project_id: int | None = None
+
+
+def _exception_attributes(attributes: Iterable[KeyValue]) -> _ExceptionAttributes:
+    found = _ExceptionAttributes()
     for kv in attributes:
         key = kv.key
         if not key.startswith(("exception.", "appguard.")):
             continue
         if key == EXCEPTION_TYPE:
-            exc_type = as_text(kv.value)
+            found.exc_type = as_text(kv.value) or None
         elif key == EXCEPTION_MESSAGE:
             text = as_text(kv.value)
-            message = clip(text, MAX_MESSAGE_CHARS) if text is not None else None
+            found.message = clip(text, MAX_MESSAGE_CHARS) if text is not None else None
         elif key == EXCEPTION_STACKTRACE:
-            stacktrace = as_text(kv.value)
+            found.stacktrace = as_text(kv.value) or None
         elif key == EXCEPTION_ESCAPED:
             value = kv.value
-            escaped = value.bool_value if value.HasField("bool_value") else (as_text(value) or "").lower() == "true"
+            found.escaped = value.bool_value if value.HasField("bool_value") else (as_text(value) or "").lower() == "true"
         elif key == FINGERPRINT:
-            fingerprint = _fingerprint_value(kv.value)
-    return exc_type or None, message, stacktrace or None, escaped, fingerprint
+            found.fingerprint = _fingerprint_value(kv.value)
+        elif key == EXCEPTION_VALUES:
+            found.values_json = as_text(kv.value) or None
+        elif key == EVENT_ID:
+            found.event_id = _uuid(as_text(kv.value))
+        elif key == PROJECT_ID:
+            found.project_id = _positive_int(as_text(kv.value))
+    return found
+
+
+def _uuid(text: str | None) -> uuid.UUID | None:
+    if text is None or len(text) not in (32, 36):
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def _positive_int(text: str | None) -> int | None:
+    if text is None or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text) or None
+
+
+def _project_id(attributes: Iterable[KeyValue]) -> int | None:
+    for kv in attributes:
+        if kv.key == PROJECT_ID:
+            return _positive_int(as_text(kv.value))
+    return None
+
+
+# Exception types that Python's traceback prints without their module.
+_PY_UNQUALIFIED = frozenset({"builtins", "__builtins__", "__main__"})
+
+
+def python_type_name(exc_type: str | None, module: str | None) -> str | None:
+    """An exception type as Python's traceback names it: with its module, unless builtin or
+    ``__main__`` (Sentry's Python SDK sends the two apart)."""
+    if exc_type and module and module not in _PY_UNQUALIFIED and not exc_type.startswith(f"{module}."):
+        return f"{module}.{exc_type}"
+    return exc_type
+
+
+def structured_exceptions(values_json: str, language: str | None) -> ParsedStacktrace | None:
+    """The exceptions of an ``appguard.exception.values`` attribute (Sentry's ``exception.values``,
+    innermost cause first, frames oldest first), or None when it holds none.
+
+    So that one bug reported through a Sentry SDK and through OpenTelemetry lands in one issue,
+    Python exceptions and frames are named as Python's own traceback names them (which is what
+    the ``exception.stacktrace`` of the OpenTelemetry SDK is parsed from): the type with its
+    module, and a frame's module only when its path is a library's (site-packages or the
+    standard library). Everything else, ``in_app`` included, is kept as it came.
+    """
+    try:
+        data = orjson.loads(values_json)
+    except orjson.JSONDecodeError:
+        return None
+    values = data.get("values") if isinstance(data, dict) else data
+    if not isinstance(values, list):
+        return None
+    mappings = [v for v in values if isinstance(v, dict)][-MAX_EXCEPTIONS:]
+    parsed = exceptions_from_dicts(mappings, language=language)
+    if not parsed.exceptions:
+        return None
+    for exc, value in zip(parsed.exceptions, mappings, strict=True):
+        mechanism = value.get("mechanism")
+        if exc.relation is None and isinstance(mechanism, dict):
+            exc.relation = _MECHANISM_RELATIONS.get(str(mechanism.get("source") or "").partition("[")[0])
+        if parsed.language == "python":
+            module = value.get("module")
+            exc.type = python_type_name(exc.type, module if isinstance(module, str) else None)
+            for frame in exc.frames:
+                path = frame.abs_path or frame.filename
+                if path:
+                    frame.module = _python_module(path)
+    return parsed
+
+
+# Sentry's ``mechanism.source`` of a chained exception -> its relation to the one it is chained to.
+_MECHANISM_RELATIONS = {"__cause__": "cause", "__context__": "context", "exceptions": "group"}
 
 
 def _from_event(info: ResourceInfo, scope: Any, span: Any, index: int, event: Any) -> FoundError:
-    exc_type, message, stacktrace, escaped, fingerprint = _exception_attributes(event.attributes)
-    failed = span.status.code == 2 or bool(escaped)
+    found = _exception_attributes(event.attributes)
+    failed = span.status.code == 2 or bool(found.escaped)
     when = event.time_unix_nano or span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
     return FoundError(
         source="exception_event",
@@ -598,16 +731,19 @@ def _from_event(info: ResourceInfo, scope: Any, span: Any, index: int, event: An
         time_unix_nano=when,
         # An exception the span survived (status not ERROR, not escaped) was handled.
         level="error" if failed else "warning",
-        exc_type=exc_type,
-        message=message,
-        stacktrace=stacktrace,
-        escaped=escaped,
-        own_fingerprint=fingerprint,
+        exc_type=found.exc_type,
+        message=found.message,
+        stacktrace=found.stacktrace,
+        escaped=found.escaped,
+        own_fingerprint=found.fingerprint,
         span_name=span.name,
         scope=scope,
         owner=span,
         item=event,
         index=index,
+        values_json=found.values_json,
+        given_event_id=found.event_id,
+        own_project_id=found.project_id,
     )
 
 
@@ -639,8 +775,9 @@ def _from_status(info: ResourceInfo, scope: Any, span: Any) -> FoundError:
 
 
 def _from_log(info: ResourceInfo, scope: Any, record: Any) -> FoundError:
-    exc_type, message, stacktrace, escaped, fingerprint = _exception_attributes(record.attributes)
-    if exc_type is None and message is None and stacktrace is None:
+    found = _exception_attributes(record.attributes)
+    message = found.message
+    if found.exc_type is None and message is None and found.stacktrace is None:
         # A record at or above min_severity without an exception: its body is the message.
         body = record.body
         text = as_text(body)
@@ -656,13 +793,16 @@ def _from_log(info: ResourceInfo, scope: Any, record: Any) -> FoundError:
         span_id=record.span_id,
         time_unix_nano=when,
         level=severity_level(record.severity_number, record.severity_text),
-        exc_type=exc_type,
+        exc_type=found.exc_type,
         message=message,
-        stacktrace=stacktrace,
-        escaped=escaped,
-        own_fingerprint=fingerprint,
+        stacktrace=found.stacktrace,
+        escaped=found.escaped,
+        own_fingerprint=found.fingerprint,
         span_name=None,
         scope=scope,
         owner=record,
         item=record,
+        values_json=found.values_json,
+        given_event_id=found.event_id,
+        own_project_id=found.project_id,
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tests.support.net import free_port
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
 
 class CollectorProcess:
     """``appguard-collector --config FILE`` in a subprocess, with its output kept in a file.
@@ -45,6 +47,8 @@ class CollectorProcess:
         """Start the process (data dir inside the work dir)."""
         env = dict(os.environ)
         env.setdefault("APPGUARD_DATA_DIR", str(self.workdir / "data"))
+        # The code under test, whichever checkout the installed package points at.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         # The overlay's extension must be listed in service.extensions: a third, tiny source.
         enable = f"yaml:service::extensions: [{self._extensions()}]"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()

@@ -1,0 +1,1 @@
+"""A coffee shop web app reporting its errors to AppGuard with the Sentry Python SDK."""

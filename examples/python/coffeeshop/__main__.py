@@ -1,0 +1,5 @@
+"""``python -m coffeeshop``."""
+
+from coffeeshop.app import main
+
+main()

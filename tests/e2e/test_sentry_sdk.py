@@ -1,0 +1,316 @@
+"""End to end: the real ``sentry-sdk`` from PyPI reports to the real CLI (OTLP receiver, errors
+exporter, the ``api`` extension with its Sentry ingest) with a project's DSN, as an application
+configured for Sentry would.
+
+- ``capture_exception`` inside a transaction: the issue in PostgreSQL and through the API, with
+  the SDK's in-app frames, its tags, user and the transaction's trace id; the transaction's
+  spans reach the traces pipeline (written by a ``file`` exporter here, Tempo in production);
+- an unhandled exception in a separate program, caught by the SDK's excepthook integration and
+  flushed at exit, with library frames the SDK marks as not in-app;
+- the same bug reported once through the OpenTelemetry SDK and once through ``sentry-sdk`` is
+  one issue of two events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+import sentry_sdk
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import Status, StatusCode
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from storage.projects import ProjectStore
+from tests.e2e.sdk import span_exporter
+from tests.support.net import free_port
+from tests.support.process import CollectorProcess
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "a long enough passphrase"
+
+
+def _config(grpc_port: int, http_port: int, api_port: int, redis_url: str, prefix: str, spans_file: Path) -> str:
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{grpc_port}
+      http:
+        endpoint: 127.0.0.1:{http_port}
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  errors:
+    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
+    observers: [api]
+  file:
+    path: {spans_file}
+    flush_interval: 100ms
+extensions:
+  api:
+    endpoint: 127.0.0.1:{api_port}
+    postgres:
+      dsn: ${{env:APPGUARD_E2E_ERRORS_DSN}}
+    redis:
+      url: {redis_url}
+      key_prefix: "{prefix}"
+    auth:
+      jwt_secret: sentry-e2e-test-secret-0123456789abcdefgh
+      registration: open
+    sentry:
+      otlp_endpoint: http://127.0.0.1:{http_port}
+service:
+  extensions: [api]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [errors, file]
+    logs:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [errors]
+"""
+
+
+@pytest.fixture
+def collector(
+    tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[CollectorProcess]:
+    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
+    grpc_port, http_port, api_port = free_port(), free_port(), free_port()
+    spans_file = tmp_path / "spans.jsonl"
+    config = _config(grpc_port, http_port, api_port, redis_url, redis_prefix, spans_file)
+    with CollectorProcess(config, tmp_path).running() as proc:
+        proc.grpc_port, proc.api_port, proc.spans_file = grpc_port, api_port, spans_file  # type: ignore[attr-defined]
+        yield proc
+
+
+# --------------------------------------------------------------------------- the application
+
+
+class CouponError(Exception):
+    """The application's own exception."""
+
+
+def apply_coupon(cart: dict[str, float], code: str) -> float:
+    total = cart["total"]
+    return total / len(code.strip())
+
+
+def checkout(cart: dict[str, float], code: str) -> float:
+    try:
+        return apply_coupon(cart, code)
+    except ZeroDivisionError as exc:
+        raise CouponError(f"coupon {code!r} is empty") from exc
+
+
+def serve(report: Callable[[BaseException], object]) -> None:
+    """The request handler: whatever fails is reported through the SDK the app was given."""
+    try:
+        checkout({"total": 10.0}, "   ")
+    except Exception as exc:
+        report(exc)
+
+
+def report_through_opentelemetry(grpc_port: int) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop", "service.version": "shop@2.4.0"}))
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter("grpc", grpc_port)))
+    tracer = provider.get_tracer("shop")
+
+    def record(exc: BaseException) -> None:
+        with tracer.start_as_current_span("POST /checkout") as span:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+
+    serve(record)
+    provider.shutdown()
+
+
+def report_through_sentry(dsn: str) -> tuple[str, str, str]:
+    """capture_exception inside a transaction; returns (event id, trace id, span id of the transaction)."""
+    sentry_sdk.init(
+        dsn=dsn,
+        release="shop@2.4.0",
+        environment="production",
+        server_name="web-1",
+        traces_sample_rate=1.0,
+        default_integrations=False,
+        auto_enabling_integrations=False,
+    )
+    try:
+        with sentry_sdk.isolation_scope():
+            sentry_sdk.set_tag("shop", "eu")
+            sentry_sdk.set_user({"id": "u42", "email": "u42@example.com"})
+            with sentry_sdk.start_transaction(op="http.server", name="POST /checkout") as transaction:
+                with sentry_sdk.start_span(op="db", name="SELECT * FROM carts"):
+                    pass
+                event_ids: list[str] = []
+                serve(lambda exc: event_ids.append(sentry_sdk.capture_exception(exc) or ""))
+        sentry_sdk.flush(timeout=10)
+        return event_ids[0], transaction.trace_id, transaction.span_id
+    finally:
+        sentry_sdk.get_client().close(timeout=10)
+        sentry_sdk.get_global_scope().set_client(None)  # back to the client that records nothing
+
+
+UNHANDLED = """
+import json
+import sys
+
+import sentry_sdk
+
+sentry_sdk.init(dsn=sys.argv[1], release="settings@1.0.0", environment="staging")
+
+
+def read_settings(text):
+    return json.loads(text)
+
+
+read_settings("{not json")
+"""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+async def _wait(fetch: Callable[[], Any], ready: Callable[[Any], bool], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if ready(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
+async def _events(dsn: str) -> list[dict[str, Any]]:
+    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as conn:
+        cur = await conn.execute(
+            "SELECT e.event_id, e.issue_id, e.project_id, e.type, e.level, e.trace_id, e.span_id, e.user_id, "
+            "e.user_email, e.service_name, e.service_version, e.environment, e.frames, e.attributes, "
+            "i.title, i.event_count FROM appguard.error_events e JOIN appguard.issues i ON i.id = e.issue_id "
+            "ORDER BY e.received_at, e.id"
+        )
+        return await cur.fetchall()
+
+
+def _frames(event: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [(exc["type"], f["function"], f["in_app"]) for exc in event["frames"] for f in exc.get("stacktrace", {}).get("frames", [])]
+
+
+async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, appguard_dsn: str, tmp_path: Path) -> None:
+    api_port: int = collector.api_port  # type: ignore[attr-defined]
+    async with AsyncConnectionPool(appguard_dsn, min_size=1, max_size=2, open=False) as pool:
+        key = (await ProjectStore(pool).list_keys(1))[0]
+    dsn = key.dsn(f"http://127.0.0.1:{api_port}")
+    assert dsn == f"http://{key.public_key}@127.0.0.1:{api_port}/1"
+
+    # 1. capture_exception inside a transaction, in this process.
+    event_id, trace_id, span_id = await asyncio.to_thread(report_through_sentry, dsn)
+    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 1)
+    [sentry_event] = events
+    assert sentry_event["event_id"].hex == event_id
+    assert sentry_event["project_id"] == 1
+    assert sentry_event["type"] == f"{__name__}.CouponError"
+    assert sentry_event["title"] == f"{__name__}.CouponError: coupon '   ' is empty"
+    assert (sentry_event["trace_id"], sentry_event["span_id"]) == (trace_id, span_id)
+    assert (sentry_event["user_id"], sentry_event["user_email"]) == ("u42", "u42@example.com")
+    assert (sentry_event["service_name"], sentry_event["service_version"], sentry_event["environment"]) == (
+        "shop", "shop@2.4.0", "production"
+    )  # fmt: skip
+    assert sentry_event["attributes"]["shop"] == "eu"
+    assert _frames(sentry_event) == [
+        ("ZeroDivisionError", "checkout", True),
+        ("ZeroDivisionError", "apply_coupon", True),
+        (f"{__name__}.CouponError", "serve", True),
+        (f"{__name__}.CouponError", "checkout", True),
+    ]
+
+    # The transaction's spans went down the traces pipeline.
+    spans_file: Path = collector.spans_file  # type: ignore[attr-defined]
+
+    def span_names() -> dict[str, dict[str, Any]]:
+        names: dict[str, dict[str, Any]] = {}
+        if spans_file.exists():
+            for line in spans_file.read_text().splitlines():
+                for rs in json.loads(line).get("resourceSpans", []):
+                    for ss in rs.get("scopeSpans", []):
+                        for span in ss.get("spans", []):
+                            names[span["name"]] = span
+        return names
+
+    async def spans() -> dict[str, dict[str, Any]]:
+        return span_names()
+
+    found = await _wait(spans, lambda names: {"POST /checkout", "SELECT * FROM carts"} <= set(names))
+    assert found["POST /checkout"]["traceId"] == found["SELECT * FROM carts"]["traceId"] == trace_id
+    assert found["SELECT * FROM carts"]["parentSpanId"] == found["POST /checkout"]["spanId"] == span_id
+
+    # 2. An unhandled exception in another program, through the SDK's excepthook.
+    script = tmp_path / "settings_app.py"
+    script.write_text(UNHANDLED)
+    run = await asyncio.to_thread(
+        subprocess.run, [sys.executable, str(script), dsn], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1 and "JSONDecodeError" in run.stderr, run.stderr
+    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 2)
+    unhandled = events[1]
+    assert unhandled["type"] == "json.decoder.JSONDecodeError"
+    assert (unhandled["service_name"], unhandled["environment"]) == ("settings", "staging")
+    assert (unhandled["attributes"]["handled"], unhandled["attributes"]["mechanism"]) == ("no", "excepthook")
+    frames = _frames(unhandled)
+    assert [f for f in frames if f[2]] == [
+        ("json.decoder.JSONDecodeError", "<module>", True),
+        ("json.decoder.JSONDecodeError", "read_settings", True),
+    ]
+    assert {"loads", "decode"} <= {function for _, function, in_app in frames if not in_app}
+
+    # 3. The same bug through OpenTelemetry: one issue, two events.
+    await asyncio.to_thread(report_through_opentelemetry, collector.grpc_port)  # type: ignore[attr-defined]
+    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 3)
+    assert len(events) == 3
+    otel_event = events[2]
+    assert otel_event["issue_id"] == sentry_event["issue_id"] != unhandled["issue_id"]
+    assert otel_event["event_count"] == 2
+    assert _frames(otel_event) == _frames(sentry_event)
+
+    # Through the API, as the dashboard shows it.
+    base = f"http://127.0.0.1:{api_port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/api/auth/register", json={"email": "owner@example.com", "password": PASSWORD, "name": "Owner"}
+        ) as reply:
+            assert reply.status == 201, await reply.text()
+            token = (await reply.json())["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{base}/api/issues?project=1&sort=events", headers=headers) as reply:
+            assert reply.status == 200
+            issues = (await reply.json())["issues"]
+        assert [(i["type"], i["event_count"]) for i in issues] == [
+            (f"{__name__}.CouponError", 2),
+            ("json.decoder.JSONDecodeError", 1),
+        ]
+        async with http.get(f"{base}/api/issues/{issues[0]['id']}?project=1", headers=headers) as reply:
+            detail = await reply.json()
+        tags = {t["key"]: {v["value"] for v in t["top"]} for t in detail["tags"]}
+        assert tags["shop"] == {"eu"}
+        assert tags["release"] == {"shop@2.4.0"}
+        latest = detail["latest_event"]
+        in_app = [f["function"] for exc in latest["exceptions"] for f in exc["frames"] if f["in_app"]]
+        assert in_app == ["checkout", "apply_coupon", "serve", "checkout"]
