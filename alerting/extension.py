@@ -201,9 +201,6 @@ class AlertingExtension(Component):
         self.workers: list[Worker] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._rules_cache: tuple[float, list[StoredRule]] = (float("-inf"), [])
-        #: Seconds from an alert's notification being created to its leaving the queue, the
-        #: latest ones (for the benchmark and the own telemetry).
-        self.delivery_seconds: list[float] = []
 
     async def _rules(self) -> list[StoredRule]:
         # The write path asks on every write: read the rules at most once a second.
@@ -261,7 +258,7 @@ class AlertingExtension(Component):
             )
             name = f"{self.settings.id}-{id(self):x}"
             self.workers = [
-                Worker(self.queue, self.channels, f"{name}-{n}", on_sent=self._delivered) for n in range(cfg.workers)
+                Worker(self.queue, self.channels, f"{name}-{n}") for n in range(cfg.workers)
             ]
         except BaseException:
             await self.shutdown()
@@ -298,10 +295,6 @@ class AlertingExtension(Component):
         managers = [name for name in rule.spec.channels if kinds.get(name) == "alertmanager"]
         if managers:
             await self.dispatcher.submit(alert, channels=managers, grouping=resend)
-
-    def _delivered(self, notification: Notification, seconds: float) -> None:
-        self.delivery_seconds.append(seconds)
-        del self.delivery_seconds[:-10_000]
 
     async def errors_written(self, written: WrittenErrors) -> None:
         """As an observer of an errors exporter (``observers: [alerting]``): issue rules."""

@@ -59,6 +59,7 @@ from redis.typing import EncodableT, FieldT
 from alerting.codec import CodecError, decode_notification, encode_notification
 from alerting.model import Channel, Notification, PermanentSendError, RetryableSendError
 from collector.configtypes import Duration, RetryConfig
+from collector.exporterhelper import retry_delay
 
 logger = logging.getLogger(f"appguard.{__name__}")
 
@@ -110,19 +111,6 @@ class QueueConfig(BaseModel):
     poll_interval: Duration = Field(default=1.0, gt=0)
     batch_size: int = Field(default=16, ge=1, le=1000)
     max_dead_letters: int = Field(default=10_000, ge=1)
-
-
-def retry_delay(config: RetryConfig, failures: int, rand: Callable[[], float] = random.random) -> float:
-    """Seconds to wait after the ``failures``-th failed attempt (1 for the first):
-    ``initial_interval * multiplier**(failures-1)``, capped at ``max_interval``, then spread by
-    ``randomization_factor`` either way."""
-    exponent = max(0, failures - 1)
-    try:
-        interval = min(config.initial_interval * config.multiplier**exponent, config.max_interval)
-    except OverflowError:
-        interval = config.max_interval
-    delta = config.randomization_factor * interval
-    return interval - delta + rand() * 2 * delta
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,7 @@ Printed, in milliseconds (count, p50, p99, max):
 - ``sent -> webhook received``: the figure asked for, error in to notification out;
 - ``sent -> notification created``: receiving, batching, writing, the rule, the grouping wait
   (the notification's ``createdAt``, millisecond precision, against this process's wall clock);
-- ``created -> webhook received``: the notification queue and the HTTP POST; what the extension's
-  own ``delivery_seconds`` measures (it stops the clock after acknowledging, a Redis round trip
-  later);
+- ``created -> webhook received``: the notification queue and the HTTP POST;
 
 and the background spans/s asked and achieved, and the collector's CPU share. The first new
 error is a warm-up (no background, not counted) that also shows the chain works.

@@ -233,20 +233,31 @@ class ExporterSettings(TimeoutSettings, RetrySettings, QueueSettings):
 # Backoff
 
 
+def retry_delay(config: RetryConfig, failures: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after the ``failures``-th failed attempt (1 for the first):
+    ``initial_interval * multiplier**(failures-1)``, capped at ``max_interval``, then spread by
+    ``randomization_factor`` either way, as the stock collector's retry sender computes it."""
+    exponent = max(0, failures - 1)
+    try:
+        interval = min(config.initial_interval * config.multiplier**exponent, config.max_interval)
+    except OverflowError:
+        interval = config.max_interval
+    delta = config.randomization_factor * interval
+    return interval - delta + rand() * 2 * delta
+
+
 class Backoff:
-    """Exponential backoff with jitter, as the stock collector's retry sender computes it."""
+    """The delays of one request's retries, one :func:`retry_delay` after another."""
 
     def __init__(self, config: RetryConfig, rand: Callable[[], float] = random.random) -> None:
         self._cfg = config
-        self._current = config.initial_interval
+        self._failures = 0
         self._rand = rand
 
     def next(self) -> float:
-        """The next delay: the current interval +- randomization, then the interval grows."""
-        delta = self._cfg.randomization_factor * self._current
-        delay = self._current - delta + self._rand() * 2 * delta
-        self._current = min(self._current * self._cfg.multiplier, self._cfg.max_interval)
-        return delay
+        """The delay after the next failure."""
+        self._failures += 1
+        return retry_delay(self._cfg, self._failures, self._rand)
 
 
 # --------------------------------------------------------------------------------------------

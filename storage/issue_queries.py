@@ -1011,14 +1011,12 @@ class IssueQueries:
         project_id = _check_id(project_id, "project_id")
         if isinstance(top_values, bool) or not isinstance(top_values, int) or not 1 <= top_values <= 100:
             raise QueryValidationError("top_values must be between 1 and 100")
-        if self.cache is None:
-            return await self._issue_detail(issue_id, project_id, top_values)
-        return await self.cache.get_or_compute(
+        return await self._cached(
             "detail",
-            type_=IssueDetail | None,
+            IssueDetail | None,
+            lambda: self._issue_detail(issue_id, project_id, top_values),
+            [project_id, top_values, self.tag_sample],
             issue_id=issue_id,
-            params=[project_id, top_values, self.tag_sample],
-            compute=lambda: self._issue_detail(issue_id, project_id, top_values),
         )
 
     async def _issue_detail(self, issue_id: int, project_id: int, top_values: int) -> IssueDetail | None:
@@ -1038,6 +1036,24 @@ class IssueQueries:
             counts=EventCounts(issue.event_count, counts[0], counts[1], issue.user_count),
             tags=tags,
             tag_sample_size=sampled,
+        )
+
+    async def _cached(
+        self,
+        kind: str,
+        type_: Any,
+        compute: Callable[[], Awaitable[T]],
+        params: Any,
+        *,
+        project_id: int | None = None,
+        issue_id: int | None = None,
+    ) -> T:
+        """``compute()``'s answer, through the Redis cache when there is one (see
+        :meth:`QueryCache.get_or_compute`)."""
+        if self.cache is None:
+            return await compute()
+        return await self.cache.get_or_compute(
+            kind, type_=type_, compute=compute, params=params, project_id=project_id, issue_id=issue_id
         )
 
     async def _with_connection(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
@@ -1336,14 +1352,8 @@ class IssueQueries:
         async def compute() -> Chart:
             return await self._chart(where, start, end, step)
 
-        if self.cache is None:
-            return await compute()
-        return await self.cache.get_or_compute(
-            "issue-chart",
-            type_=Chart,
-            issue_id=issue_id,
-            params=[project_id, _range_key(since, until, period), step.value],
-            compute=compute,
+        return await self._cached(
+            "issue-chart", Chart, compute, [project_id, _range_key(since, until, period), step.value], issue_id=issue_id
         )
 
     async def project_chart(
@@ -1373,14 +1383,12 @@ class IssueQueries:
         async def compute() -> Chart:
             return await self._chart(where, start, end, step)
 
-        if self.cache is None:
-            return await compute()
-        return await self.cache.get_or_compute(
+        return await self._cached(
             "project-chart",
-            type_=Chart,
+            Chart,
+            compute,
+            [_range_key(since, until, period), step.value, sorted(service_list), sorted(environment_list)],
             project_id=project_id,
-            params=[_range_key(since, until, period), step.value, sorted(service_list), sorted(environment_list)],
-            compute=compute,
         )
 
     async def _chart(self, where: _Where, start: datetime, end: datetime, step: Interval) -> Chart:
@@ -1418,14 +1426,8 @@ class IssueQueries:
         async def compute() -> Dashboard:
             return await self._dashboard(project_id, start, end, step, top)
 
-        if self.cache is None:
-            return await compute()
-        return await self.cache.get_or_compute(
-            "dashboard",
-            type_=Dashboard,
-            project_id=project_id,
-            params=[_range_key(since, until, period), step.value, top],
-            compute=compute,
+        return await self._cached(
+            "dashboard", Dashboard, compute, [_range_key(since, until, period), step.value, top], project_id=project_id
         )
 
     async def facets(self, *, project_id: int = 1, limit: int = 200) -> Facets:
@@ -1455,11 +1457,7 @@ class IssueQueries:
             assert row is not None
             return Facets(*(list(values or []) for values in row))
 
-        if self.cache is None:
-            return await compute()
-        return await self.cache.get_or_compute(
-            "facets", type_=Facets, project_id=project_id, params=[limit], compute=compute
-        )
+        return await self._cached("facets", Facets, compute, [limit], project_id=project_id)
 
     async def _dashboard(self, project_id: int, start: datetime, end: datetime, step: Interval, top: int) -> Dashboard:
         async with self._connection() as conn:

@@ -16,7 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from alerting.model import Alert, Notification, PermanentSendError, RetryableSendError, SendError, Severity
-from alerting.queue import NotificationQueue, QueueConfig, Worker, retry_delay
+from alerting.queue import NotificationQueue, QueueConfig, Worker
+from collector.exporterhelper import retry_delay
 
 FAST: dict[str, Any] = {
     "retry": {

@@ -111,7 +111,13 @@ async def test_issue_page_shows_the_stack_tags_links_and_events(api: ApiExtensio
     assert frames == [("in-app", "computeTotal"), ("system", "Layer.handle"), ("in-app", "checkout")]
     assert "src/cart.js" in body
     # Tags with their counts; links to the trace, the logs and the replay.
-    assert 'data-key="http.route"' in body or 'data-key="environment"' in body
+    tags = body[body.index('id="tags"') : body.index("</section>", body.index('id="tags"'))]
+    shown = {
+        key: re.findall(r'<span class="tag-value">([^<]+)</span> <span class="muted">([^<]+)</span>', block)
+        for key, block in re.findall(r'<div class="tag" data-key="([^"]+)">(.*?)</div>', tags, re.S)
+    }
+    assert shown["user"] == [("u1", "2 (67%)"), ("u2", "1 (33%)")]
+    assert shown["release"] == [("1.0.0", "3 (100%)")] and shown["http.route"] == [("/cart", "1 (100%)")]
     assert 'id="link-trace"' in body and TRACE in body and 'id="link-logs"' in body
     assert '<a href="https://guard.example.com/replays/sess-42" id="link-replay">' in body
     # The events table and the chart's source; a member may act on the issue.
