@@ -29,6 +29,7 @@ FEATURES: tuple[str, ...] = (
     "api.issues",
     "api.alerts",
     "api.alert_activity",
+    "api.ingest",
     "api.sentry",
     "api.projects",
     "api.pages",
@@ -65,7 +66,13 @@ async def _verify_routes(app: web.Application) -> None:
 
 def build_app(svc: Services, features: tuple[str, ...] = FEATURES) -> web.Application:
     """The application for ``svc``, with the routes of ``features`` installed."""
-    app = web.Application(client_max_size=svc.config.max_request_body_size, middlewares=[error_middleware])
+    # Bodies are decoded by the handlers that take compressed ones (api.ingest.read_body), each
+    # within its own limit, so that a corrupt body is answered 400 rather than cut off.
+    app = web.Application(
+        client_max_size=svc.config.max_request_body_size,
+        middlewares=[error_middleware],
+        handler_args={"auto_decompress": False},
+    )
     app[SERVICES] = svc
     app[ROUTES] = RouteTable()
     app[MAX_BODY_KEY] = svc.config.max_request_body_size

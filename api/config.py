@@ -136,6 +136,49 @@ class SentryConfig(ComponentConfig):
         return value
 
 
+class IngestConfig(ComponentConfig):
+    """``ingest``: what the endpoints browsers send to share (telemetry, session segments)."""
+
+    #: Origins whose pages may send (CORS); ``*`` lets every origin send.
+    allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    #: Requests per minute per ingest key; unset: no limit.
+    rate_limit_per_key: int | None = Field(default=6000, ge=1)
+    #: Requests per minute per client address; unset: no limit.
+    rate_limit_per_address: int | None = Field(default=1200, ge=1)
+    #: Largest telemetry request body (``/api/telemetry/...``), on the wire and decoded (413 beyond).
+    max_telemetry_size: int = Field(default=256 * 1024, ge=1024)
+    #: Take the client's address from the first ``X-Forwarded-For`` hop (behind a trusted proxy only).
+    trust_forwarded_for: bool = False
+    #: The collector's own OTLP/HTTP receiver the converted telemetry is sent to.
+    otlp_endpoint: str = "http://localhost:4318"
+    #: How long to wait for the receiver to accept a request.
+    timeout: Duration = 10.0
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        cleaned = []
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], or * for any")
+            cleaned.append(origin.rstrip("/"))
+        return cleaned
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive duration")
+        return value
+
+
 class ApiConfig(ComponentConfig):
     """The ``api`` extension: the dashboard and REST API server."""
 
@@ -149,6 +192,7 @@ class ApiConfig(ComponentConfig):
     rate_limits: RateLimitsConfig = Field(default_factory=lambda: RateLimitsConfig())
     links: LinksConfig = Field(default_factory=lambda: LinksConfig())
     sentry: SentryConfig = Field(default_factory=lambda: SentryConfig())
+    ingest: IngestConfig = Field(default_factory=lambda: IngestConfig())
     #: The Prometheus HTTP API that metric alert rules query: their PromQL is checked against it.
     prometheus_url: str | None = None
 

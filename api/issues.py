@@ -339,8 +339,10 @@ def links_for(request: web.Request, event: EventSummary | None) -> Links:
             event.timestamp,
         )
     if event.session_id:
-        replay = cfg.replay_url if cfg.replay_url is not None else f"{base_url(request)}/replays"
-        out.replay = f"{replay}/{quote(event.session_id, safe='')}"
+        # The replay page starts playing at the moment of the event (``t``, ms since the epoch).
+        replay = cfg.replay_url if cfg.replay_url is not None else f"{base_url(request)}/sessions"
+        moment = int(event.timestamp.timestamp() * 1000)
+        out.replay = f"{replay}/{quote(event.session_id, safe='')}?t={moment}&event={event.event_id}"
     return out
 
 

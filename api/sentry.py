@@ -8,8 +8,8 @@ sends envelopes (or, older ones, bare events to ``store``). Each request is
    envelope header. No key or an unknown one answers ``401``; a revoked key, or a key of
    another project, ``403``;
 2. **read** within ``sentry.max_envelope_size``, on the wire and decompressed (``gzip``,
-   ``deflate``, ``br``, which aiohttp decodes in bounded steps as the body streams in: a
-   compressed bomb stops at the limit), ``413`` beyond it;
+   ``deflate``, ``br``, decoded in bounded steps as the body streams in: a compressed bomb
+   stops at the limit), ``413`` beyond it, ``400`` for a corrupt or truncated one;
 3. **parsed** (:mod:`api.sentry_envelope`): a malformed envelope or event answers ``400``
    saying what is wrong. ``event`` and ``transaction`` items are used; every other item type
    (``session``, ``sessions``, ``client_report``, ``attachment``, ``replay_event``,
@@ -30,7 +30,6 @@ may call both endpoints from any origin (CORS, preflight included).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -40,18 +39,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 import redis.asyncio
 from aiohttp import web
-from aiohttp.compression_utils import HAS_BROTLI
-from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import BaseModel, Field
 
 from api.config import SentryConfig
-from api.errors import Handler
+from api.errors import ApiError, Handler
+from api.ingest import OtlpForwarder, read_body
 from api.routing import PUBLIC, ROUTES, json_response, params
 from api.sentry_envelope import (
     Envelope,
@@ -70,16 +67,12 @@ _log = logging.getLogger("appguard.api.sentry")
 
 _PATH = re.compile(r"^/api/[^/]+/(?:envelope|store)/$")
 _KEY = re.compile(r"^[0-9a-f]{32}$")
-# What the receiver's answer is turned into when it names no delay.
-_DEFAULT_RETRY_AFTER = 10
 # The request headers Sentry's browser SDK (and tunnels) may send.
 _ALLOWED_HEADERS = (
     "accept, authorization, authentication, baggage, content-encoding, content-type, origin, referer, "
     "sentry-trace, user-agent, x-requested-with, x-sentry-auth"
 )
 _EXPOSED_HEADERS = "retry-after, x-sentry-error, x-sentry-rate-limits"
-# At most one warning per this many seconds about an unreachable receiver.
-_WARN_EVERY = 10.0
 
 
 # --------------------------------------------------------------------------- models
@@ -117,37 +110,6 @@ class Refused(Exception):
             content_type="application/json",
             headers={"X-Sentry-Error": self.detail[:200], **self.headers},
         )
-
-
-# --------------------------------------------------------------------------- bodies
-
-
-def content_encodings() -> tuple[str, ...]:
-    """The Content-Encodings accepted: aiohttp undoes them as the body streams in (``br`` needs
-    the brotli package), each step of its output bounded."""
-    return ("gzip", "deflate", "br") if HAS_BROTLI else ("gzip", "deflate")
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request's body, decompressed, refused (413) as soon as it passes ``limit`` bytes on
-    the wire or decoded; 415 for an encoding not understood, 400 for a corrupt one."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Refused(413, f"the body is larger than the limit of {limit} bytes (sentry.max_envelope_size)")
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
-    accepted = content_encodings()
-    if encoding not in ("", "identity", *accepted):
-        raise Refused(415, f"unsupported Content-Encoding {encoding!r}; send {', '.join(accepted)} or none")
-    body = bytearray()
-    try:
-        async for chunk in request.content.iter_any():
-            body += chunk
-            if len(body) > limit:
-                raise Refused(413, f"the decompressed body is larger than the limit of {limit} bytes (sentry.max_envelope_size)")
-    except (HttpProcessingError, web.RequestPayloadError) as exc:
-        # A body that cannot be decoded, or that the client cut short.
-        detail = str(exc).partition("message:")[2].strip() or type(exc).__name__
-        raise Refused(400, f"cannot read the body ({encoding or 'not compressed'}): {detail}") from None
-    return bytes(body)
 
 
 # --------------------------------------------------------------------------- rate limits
@@ -237,24 +199,11 @@ class SentryIngest:
         self.config = config
         self.projects = projects
         self.limiter = limiter
-        self._session: aiohttp.ClientSession | None = None
-        self._warned_at = 0.0
-
-    def session(self) -> aiohttp.ClientSession:
-        """The HTTP client the OTLP requests go out with, made at the first request (so that an
-        application that never serves holds none)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.config.timeout),
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        return self._session
+        self.forwarder = OtlpForwarder(config.otlp_endpoint, config.timeout, "Sentry SDK")
 
     async def close(self) -> None:
         """Close the HTTP client."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.forwarder.close()
 
     # ---- steps
 
@@ -274,7 +223,10 @@ class SentryIngest:
 
     async def read(self, request: web.Request) -> bytes:
         """The request's body, decompressed and bounded by ``max_envelope_size``."""
-        return await read_body(request, self.config.max_envelope_size)
+        try:
+            return await read_body(request, self.config.max_envelope_size, "sentry.max_envelope_size")
+        except ApiError as exc:
+            raise Refused(exc.status, exc.message, exc.headers) from None
 
     def convert(self, events: list[dict[str, Any]], transactions: list[dict[str, Any]], key: ProjectKey, fallback_id: str | None) -> Converted:
         """The OTLP requests of the events and transactions of one request."""
@@ -300,39 +252,10 @@ class SentryIngest:
 
     async def deliver(self, converted: Converted) -> None:
         """Send the OTLP requests to the receiver; :class:`Refused` unless it accepted them all."""
-        sends = []
-        if converted.logs.resource_logs:
-            sends.append(self._post("/v1/logs", converted.logs.SerializeToString()))
-        if converted.traces.resource_spans:
-            sends.append(self._post("/v1/traces", converted.traces.SerializeToString()))
-        if sends:
-            await asyncio.gather(*sends)
-
-    async def _post(self, path: str, body: bytes) -> None:
-        url = f"{self.config.otlp_endpoint}{path}"
         try:
-            async with self.session().post(url, data=body, headers={"Content-Type": "application/x-protobuf"}) as reply:
-                status = reply.status
-                retry_after = reply.headers.get("Retry-After", "")
-                text = (await reply.read())[:500].decode("utf-8", "replace") if status != 200 else ""
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._warn(f"the OTLP receiver at {url} cannot be reached ({type(exc).__name__}: {exc}); SDKs are told to retry")
-            raise Refused(429, "the collector is unavailable; retry later", {"Retry-After": str(_DEFAULT_RETRY_AFTER)}) from None
-        if status == 200:
-            return
-        if status in (429, 503):
-            seconds = int(retry_after) if retry_after.isdigit() else _DEFAULT_RETRY_AFTER
-            raise Refused(429, "the collector is busy; retry later", {"Retry-After": str(max(1, seconds))})
-        if status == 413:
-            raise Refused(413, "the converted event is larger than the OTLP receiver accepts")
-        _log.error("the OTLP receiver at %s refused a converted Sentry request with %d: %s", url, status, text)
-        raise Refused(500, f"the collector refused the converted data ({status})")
-
-    def _warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
-            _log.warning("%s", message)
+            await self.forwarder.deliver(logs=converted.logs, traces=converted.traces)
+        except ApiError as exc:
+            raise Refused(exc.status, exc.message, exc.headers) from None
 
 
 _INGEST = web.AppKey("appguard_sentry_ingest", SentryIngest)

@@ -151,6 +151,10 @@ def _hex_id(value: Any, size: int) -> bytes:
     return b""
 
 
+# Times past this (in 2286) are not taken: in nanoseconds they would not fit OTLP's 64 bits.
+_LATEST_SECONDS = 1e10
+
+
 def timestamp_ns(value: Any) -> int | None:
     """Nanoseconds since the epoch of a Sentry timestamp: seconds (a number, or a number in
     text) or an RFC 3339 date; None when it is neither."""
@@ -166,8 +170,10 @@ def timestamp_ns(value: Any) -> int | None:
                 return None
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
+            if not 0 < when.timestamp() < _LATEST_SECONDS:
+                return None
             return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
-    if isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < 1e11:
+    if isinstance(value, (int, float)) and math.isfinite(value) and 0 < value < _LATEST_SECONDS:
         # To the microsecond: a double holds no more of a present-day time in seconds.
         return round(value * 1_000_000) * 1000
     return None
@@ -535,6 +541,9 @@ def event_record(event: Mapping[str, Any], *, event_id: str, received_ns: int | 
     attrs.add(USER_AGENT, _headers(request).get("user-agent"))
     attrs.add("transaction", _text(event.get("transaction"), 200))
     attrs.add("logger", _text(event.get("logger"), 200))
+    # Sentry's replay integration names the replay the error happened in: AppGuard's session.
+    replay = _mapping(_mapping(event.get("contexts")).get("replay"))
+    attrs.add("session.id", _text(replay.get("replay_id"), 64))
     tags = event.get("tags")
     if isinstance(tags, Mapping):
         attrs.extend(tags)

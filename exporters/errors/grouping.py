@@ -132,6 +132,12 @@ def normalize_function(language: str | None, function: str | None) -> str:
             if ("block (" in function or "#" in function or "." in function or "__" in function)
             else function
         )
+    if language == "javascript":
+        # V8 prints a nameless function as '<anonymous>', Sentry's JavaScript SDKs as '?'.
+        if function in ("?", "<anonymous>"):
+            return ""
+        if function.endswith(".?"):
+            return function[:-1] + "<anonymous>"
     return function
 
 
@@ -151,10 +157,12 @@ def normalize_module(language: str | None, module: str | None) -> str:
 
 
 def _frame_key(language: str | None, frame: Frame) -> str:
-    module = normalize_module(language, frame.module)
+    path = frame.filename or frame.abs_path or ""
+    # JavaScript modules are named by some SDKs only (Sentry's Node.js SDK derives one from the
+    # file's path): the file itself is what every report of a frame has in common.
+    module = normalize_module(language, frame.module) if language != "javascript" or not path else ""
     if module:
         return module
-    path = frame.filename or frame.abs_path or ""
     if not path:
         return ""
     if language == "javascript" and (path in _JS_PSEUDO_FILES or path.startswith("index ")):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterable, Callable
 
+import brotli
 import zstandard
 
 from collector.pdata import InvalidData
@@ -146,6 +147,37 @@ class _Zstd(_Decoder):
         return bytes(self.out)
 
 
+class _Brotli(_Decoder):
+    """``br``: each call's output is capped, the rest drained before more input is given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.d = brotli.Decompressor()
+        self.started = False
+
+    def _decode(self, chunk: bytes) -> None:
+        self.started = True
+        try:
+            self._emit(self.d.process(chunk, output_buffer_limit=_STEP))
+            while not self.d.can_accept_more_data():
+                self._emit(self.d.process(b"", output_buffer_limit=_STEP))
+        except brotli.error as exc:
+            raise InvalidData(f"cannot decompress the br body: {exc}") from None
+
+    def finish(self) -> bytes:
+        if not self.started:
+            return b""
+        try:
+            while not self.d.is_finished():
+                piece = self.d.process(b"", output_buffer_limit=_STEP)
+                if not piece:
+                    raise InvalidData("the br body is truncated")
+                self._emit(piece)
+        except brotli.error as exc:
+            raise InvalidData(f"cannot decompress the br body: {exc}") from None
+        return bytes(self.out)
+
+
 DECODERS: dict[str, Callable[[int], _Decoder]] = {
     "": _Identity,
     "gzip": lambda limit: _Zlib(limit, gzip=True),
@@ -154,14 +186,19 @@ DECODERS: dict[str, Callable[[int], _Decoder]] = {
     "zstd": _Zstd,
 }
 
+#: The encodings of the OTLP receiver plus ``br``, which browsers and Sentry SDKs send.
+WEB_DECODERS: dict[str, Callable[[int], _Decoder]] = {**DECODERS, "br": _Brotli}
 
-async def read_body(chunks: AsyncIterable[bytes], encoding: str, limit: int) -> bytes:
-    """Read and decode a body of ``encoding`` (a key of :data:`DECODERS`).
+
+async def read_body(
+    chunks: AsyncIterable[bytes], encoding: str, limit: int, decoders: dict[str, Callable[[int], _Decoder]] = DECODERS
+) -> bytes:
+    """Read and decode a body of ``encoding`` (a key of ``decoders``, :data:`DECODERS` by default).
 
     Raises :class:`BodyTooLarge` past ``limit`` bytes (on the wire or decoded) and
     :class:`~collector.pdata.InvalidData` for a corrupt compressed body.
     """
-    decoder = DECODERS[encoding](limit)
+    decoder = decoders[encoding](limit)
     async for chunk in chunks:
         decoder.feed(chunk)
     return decoder.finish()

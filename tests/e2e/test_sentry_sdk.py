@@ -8,13 +8,15 @@ configured for Sentry would.
 - an unhandled exception in a separate program, caught by the SDK's excepthook integration and
   flushed at exit, with library frames the SDK marks as not in-app;
 - the same bug reported once through the OpenTelemetry SDK and once through ``sentry-sdk`` is
-  one issue of two events.
+  one issue of two events; the same for a Node.js bug reported through the OpenTelemetry
+  JavaScript SDK and through ``@sentry/node`` (``tests/js/send_error.js``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -98,7 +100,8 @@ def collector(
     spans_file = tmp_path / "spans.jsonl"
     config = _config(grpc_port, http_port, api_port, redis_url, redis_prefix, spans_file)
     with CollectorProcess(config, tmp_path).running() as proc:
-        proc.grpc_port, proc.api_port, proc.spans_file = grpc_port, api_port, spans_file  # type: ignore[attr-defined]
+        proc.grpc_port, proc.http_port, proc.api_port = grpc_port, http_port, api_port  # type: ignore[attr-defined]
+        proc.spans_file = spans_file  # type: ignore[attr-defined]
         yield proc
 
 
@@ -211,7 +214,7 @@ async def _events(dsn: str) -> list[dict[str, Any]]:
 
 
 def _frames(event: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    return [(exc["type"], f["function"], f["in_app"]) for exc in event["frames"] for f in exc.get("stacktrace", {}).get("frames", [])]
+    return [(exc["type"], f.get("function", ""), f["in_app"]) for exc in event["frames"] for f in exc.get("stacktrace", {}).get("frames", [])]
 
 
 async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, appguard_dsn: str, tmp_path: Path) -> None:
@@ -314,3 +317,56 @@ async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, app
         latest = detail["latest_event"]
         in_app = [f["function"] for exc in latest["exceptions"] for f in exc["frames"] if f["in_app"]]
         assert in_app == ["checkout", "apply_coupon", "serve", "checkout"]
+
+
+# --------------------------------------------------------------------------- JavaScript
+
+
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
+
+
+def run_node_app(*args: str) -> dict[str, str]:
+    """Run tests/js/send_error.js with ``args`` (installing its npm packages first if needed)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    assert node and npm, "node and npm are needed for the JavaScript SDK test"
+    if not (JS_DIR / "node_modules" / "@sentry" / "node").is_dir():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, capture_output=True, timeout=600)
+    done = subprocess.run([node, str(JS_DIR / "send_error.js"), *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    ids: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return ids
+
+
+async def test_a_node_bug_through_opentelemetry_and_sentry_node_is_one_issue(
+    collector: CollectorProcess, appguard_dsn: str
+) -> None:
+    api_port: int = collector.api_port  # type: ignore[attr-defined]
+    async with AsyncConnectionPool(appguard_dsn, min_size=1, max_size=2, open=False) as pool:
+        key = (await ProjectStore(pool).list_keys(1))[0]
+    dsn = key.dsn(f"http://127.0.0.1:{api_port}")
+
+    otel = await asyncio.to_thread(run_node_app, str(collector.http_port))  # type: ignore[attr-defined]
+    sentry = await asyncio.to_thread(run_node_app, dsn, "sentry")
+    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 2)
+    assert len(events) == 2, events
+    by_trace = {e["trace_id"]: e for e in events}
+    otel_event = by_trace[otel["traceId"]]
+    [sentry_event] = [e for e in events if e is not otel_event]
+    assert sentry_event["event_id"].hex == sentry["eventId"]
+    assert otel_event["type"] == sentry_event["type"] == "TypeError"
+    assert (sentry_event["service_name"], sentry_event["service_version"], sentry_event["environment"]) == (
+        "storefront-js", "4.2.0", "e2e"
+    )  # fmt: skip
+    # Both SDKs give the same in-app frames (file, line, column); they name them differently (a
+    # module from @sentry/node only; a nameless function is '?' to Sentry, '' or '<anonymous>'
+    # in V8's text), which grouping does not let split the issue.
+    def where(event: dict[str, Any]) -> list[tuple[str, int, int]]:
+        frames = event["frames"][-1]["stacktrace"]["frames"]
+        return [(Path(f["filename"]).name, f["lineno"], f["colno"]) for f in frames if f["in_app"]]
+
+    assert [f[1] for f in _frames(otel_event) if f[2]] == ["Object.<anonymous>", "main", "cartTotal", "", "priceOf"]
+    assert [f[1] for f in _frames(sentry_event) if f[2]] == ["Object.?", "main", "cartTotal", "?", "priceOf"]
+    assert len(where(otel_event)) == 5 and where(sentry_event) == where(otel_event)
+    assert sentry_event["issue_id"] == otel_event["issue_id"]
+    assert sentry_event["event_count"] == 2
+    assert {otel_event["user_id"], sentry_event["user_id"]} == {"js-user-1", "js-user-2"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -82,6 +82,11 @@ async def test_invalid_list_parameters_are_400_naming_the_field(
     assert (reply.status, reply.error_code) == (400, "invalid_parameter"), (qs, reply.body)
     # A list parameter is named with the position of the bad value (status.0).
     assert reply.body["error"]["field"].split(".")[0] == field, reply.body
+
+
+def _ms(timestamp: str) -> int:
+    """Milliseconds since the epoch of an ISO 8601 timestamp of the API."""
+    return int(datetime.fromisoformat(timestamp).timestamp() * 1000)
 
 
 def _links(header: str) -> dict[str, dict[str, str]]:
@@ -162,7 +167,7 @@ async def test_detail_events_and_links(http: ApiClient, tokens: dict[str, str], 
     assert trace_state["datasource"] == "tempo-1" and trace_state["queries"][0]["query"] == TRACE
     logs_state = orjson.loads(unquote(parse_qs(urlsplit(links["logs"]).query)["left"][0]))
     assert logs_state["datasource"] == "loki-1" and TRACE in logs_state["queries"][0]["expr"]
-    assert links["replay"] == f"{PUBLIC}/replays/sess-42"
+    assert links["replay"].startswith(f"{PUBLIC}/sessions/sess-42?t=")
     # An issue whose latest event has no trace or session gets no links.
     plain = await http.call("GET", f"/api/issues/{ids['pool']}", token=viewer)
     assert plain.body["links"] == {"trace": None, "logs": None, "replay": None}
@@ -178,7 +183,9 @@ async def test_detail_events_and_links(http: ApiClient, tokens: dict[str, str], 
     event_id = page1.body["events"][0]["event_id"]
     one = await http.call("GET", f"/api/issues/{ids['cart']}/events/{event_id}", token=viewer)
     assert one.status == 200 and one.body["event"]["event"]["event_id"] == event_id
-    assert one.body["links"]["replay"] == f"{PUBLIC}/replays/sess-42"
+    assert one.body["links"]["replay"] == (
+        f"{PUBLIC}/sessions/sess-42?t={_ms(one.body['event']['event']['timestamp'])}&event={event_id}"
+    )
     # Not found, wrong issue, malformed ids.
     assert (await http.call("GET", "/api/issues/999999", token=viewer)).error_code == "issue_not_found"
     assert (await http.call("GET", "/api/issues/999999/events", token=viewer)).status == 404

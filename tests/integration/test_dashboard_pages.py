@@ -119,7 +119,7 @@ async def test_issue_page_shows_the_stack_tags_links_and_events(api: ApiExtensio
     assert shown["user"] == [("u1", "2 (67%)"), ("u2", "1 (33%)")]
     assert shown["release"] == [("1.0.0", "3 (100%)")] and shown["http.route"] == [("/cart", "1 (100%)")]
     assert 'id="link-trace"' in body and TRACE in body and 'id="link-logs"' in body
-    assert '<a href="https://guard.example.com/replays/sess-42" id="link-replay">' in body
+    assert '<a href="https://guard.example.com/sessions/sess-42?t=' in body
     # The events table and the chart's source; a member may act on the issue.
     assert body.count('<a href="/issues/{}?project=1&amp;event='.format(ids["cart"])) == 3
     assert f'data-src="/api/issues/{ids["cart"]}/stats?project=1&amp;statsPeriod=14d"' in body

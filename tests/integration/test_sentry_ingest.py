@@ -347,21 +347,16 @@ async def test_compressed_bodies_are_read_and_bombs_refused(ingest: Ingest) -> N
         assert str(MAX_SIZE) in answer["detail"]
     status, _, _ = await ingest.post("/api/1/envelope/", b"{}\n" + b" " * MAX_SIZE, auth(key.public_key))
     assert status == 413
-    # A cut stream ends the envelope early; a corrupt one cannot be decompressed.
-    status, _, answer = await ingest.post(
-        "/api/1/envelope/", gzip.compress(body)[:-12], {**auth(key.public_key), "Content-Encoding": "gzip"}
-    )
-    assert status == 400 and "malformed envelope" in answer["detail"]
-    # aiohttp decodes the body as it streams in, and drops the connection of a corrupt one.
-    corrupt = gzip.compress(body)[:10] + bytes(range(256)) * 4
-    async with aiohttp.ClientSession() as other:
-        url, headers = f"{ingest.base}/api/1/envelope/", {**auth(key.public_key), "Content-Encoding": "gzip"}
-        try:
-            async with other.post(url, data=corrupt, headers=headers) as reply:
-                answer = await reply.json()
-                assert reply.status == 400 and "cannot read the body (gzip)" in answer["detail"], answer
-        except aiohttp.ServerDisconnectedError:
-            pass
+    # A cut compressed stream and a corrupt one are both answered 400, the connection kept.
+    for encoding, data, why in [
+        ("gzip", gzip.compress(body)[:-12], "truncated"),
+        ("br", brotli.compress(body)[:-3], "truncated"),
+        ("gzip", gzip.compress(body)[:10] + bytes(range(256)) * 4, "cannot decompress"),
+        ("deflate", b"\x78\x9c" + bytes(range(256)) * 4, "cannot decompress"),
+        ("br", bytes(range(256)) * 4, "cannot decompress"),
+    ]:
+        status, _, answer = await ingest.post("/api/1/envelope/", data, {**auth(key.public_key), "Content-Encoding": encoding})
+        assert status == 400 and "cannot read the body" in answer["detail"] and why in answer["detail"], (encoding, answer)
     status, _, answer = await ingest.post("/api/1/envelope/", body, {**auth(key.public_key), "Content-Encoding": "lz4"})
     assert status == 415 and "lz4" in answer["detail"]
     assert len(ingest.logs()) == 4

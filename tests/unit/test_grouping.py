@@ -139,6 +139,10 @@ def test_without_frames_the_message_is_parameterized() -> None:
         ("ruby", "_app_views_users_show_html_erb__1234567_8901234", "_app_views_users_show_html_erb"),
         ("python", "<lambda>", "<lambda>"),
         ("javascript", "Layer.handle", "Layer.handle"),
+        ("javascript", "?", ""),
+        ("javascript", "<anonymous>", ""),
+        ("javascript", "Object.?", "Object.<anonymous>"),
+        ("javascript", "Object.<anonymous>", "Object.<anonymous>"),
     ],
 )
 def test_function_normalization(language: str, name: str, normalized: str) -> None:
@@ -180,6 +184,36 @@ def test_hashed_browser_bundles_group_across_deploys() -> None:
     other_file = grouper.group(stacktrace=stack("admin.3f2a1b9c.js"), exc_type="TypeError", message="x is undefined")
     assert len(hashes) == 1
     assert other_file.primary_hash not in hashes
+
+
+def test_a_node_stack_as_text_and_as_sentry_frames_group_alike() -> None:
+    text = (
+        "TypeError: Cannot read properties of undefined (reading 'amount')\n"
+        "    at priceOf (/srv/shop/cart.js:20:21)\n"
+        "    at /srv/shop/cart.js:24:49\n"
+        "    at Array.reduce (<anonymous>)\n"
+        "    at cartTotal (/srv/shop/cart.js:24:21)\n"
+        "    at Object.<anonymous> (/srv/shop/cart.js:30:1)\n"
+    )
+    # What @sentry/node sends for the same error: oldest frame first, a module of its own
+    # making, '?' for nameless functions.
+    frames = [
+        {"filename": "/srv/shop/cart.js", "module": "cart", "function": "Object.?", "lineno": 30, "colno": 1, "in_app": True},
+        {"filename": "/srv/shop/cart.js", "module": "cart", "function": "cartTotal", "lineno": 24, "colno": 21, "in_app": True},
+        {"filename": "<anonymous>", "function": "Array.reduce", "in_app": False},
+        {"filename": "/srv/shop/cart.js", "module": "cart", "function": "?", "lineno": 24, "colno": 49, "in_app": True},
+        {"filename": "/srv/shop/cart.js", "module": "cart", "function": "priceOf", "lineno": 20, "colno": 21, "in_app": True},
+    ]
+    values = [{"type": "TypeError", "value": "Cannot read properties of undefined (reading 'amount')", "stacktrace": {"frames": frames}}]
+    grouper = Grouper(cache_size=0)
+    from_text = grouper.group(stacktrace=text, exc_type="TypeError", message="x", language="javascript")
+    from_frames = grouper.group_parsed(exceptions_from_dicts(values, language="javascript"))
+    assert from_text.metadata["grouping"] == from_frames.metadata["grouping"] == "app"
+    assert from_frames.primary_hash == from_text.primary_hash
+    # Another file is another issue.
+    frames[-1]["filename"] = "/srv/shop/price.js"
+    other = grouper.group_parsed(exceptions_from_dicts(values, language="javascript"))
+    assert other.primary_hash != from_text.primary_hash
 
 
 # --------------------------------------------------------------------------- overrides

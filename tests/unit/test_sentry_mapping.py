@@ -243,11 +243,14 @@ def test_user_tags_trace_ids_and_breadcrumbs(sentry: Callable[..., None]) -> Non
     sentry_sdk.set_user({"id": "u42", "email": "u42@example.com", "username": "ann"})
     sentry_sdk.set_tag("shop", "eu")
     sentry_sdk.add_breadcrumb(category="cart", message="coupon entered", level="info")
+    # What Sentry's replay integration adds to an error of a recorded browser session.
+    sentry_sdk.set_context("replay", {"replay_id": "5c0d1a2b3c4d4e5f8a9b0c1d2e3f4a5b"})
     with sentry_sdk.start_transaction(op="http.server", name="POST /checkout") as transaction:
         serve(sentry_sdk.capture_exception)
         trace_id, span_id = transaction.trace_id, transaction.span_id
     [event] = sent_items("event")
     result = stored(event, project_id=3)
+    assert result.session_id == "5c0d1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
     assert result.project_id == 3
     assert result.event_id == uuid.UUID(event["event_id"])
     assert (result.trace_id, result.span_id) == (trace_id, span_id)
@@ -398,6 +401,8 @@ def test_timestamps_levels_kinds_and_service_names() -> None:
     assert timestamp_ns("1767323045.25") == 1767323045_250000000
     assert timestamp_ns("2026-01-02T03:04:05.123456Z") == 1767323045_123456000
     assert timestamp_ns("2026-01-02T03:04:05") == 1767323045_000000000
+    # Times whose nanoseconds would not fit in 64 bits are not taken.
+    assert timestamp_ns(18446744074) is None and timestamp_ns("9999-12-31T00:00:00Z") is None
     assert [timestamp_ns(v) for v in ("never", None, True, float("nan"), -5, [1])] == [None] * 6
     assert span_kind("queue.process") == Span.SpanKind.SPAN_KIND_CONSUMER
     assert span_kind("queue.publish") == Span.SpanKind.SPAN_KIND_PRODUCER
