@@ -16,6 +16,12 @@ Refresh tokens rotate on every use; presenting one that was already rotated revo
 session (somebody else holds a copy). Logout revokes the session; a password change revokes
 every session of the user and opens a new one for the caller; a disabled user's sessions end.
 Failed sign-ins are limited per account and per address (:mod:`api.ratelimit`).
+
+Machines (CI pipelines) use **personal API tokens** instead (:mod:`api.api_tokens`):
+``Authorization: Bearer agt_<random>``, told apart from a JWT by its prefix. A token acts as its
+user (who must be active), with the user's role capped by the token's own; it is looked up on
+every request, so a revoked token stops working at once. It carries no cookie, so no CSRF check
+applies, and it opens no session: it cannot create tokens nor change the password.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import hmac
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from aiohttp import web
@@ -34,6 +40,7 @@ from api.passwords import MAX_LENGTH, MIN_LENGTH
 from api.routing import PUBLIC, ROUTES, Principal, body, json_response, principal
 from api.services import Services, services
 from api.tokens import TokenError, new_secret_token, token_hash
+from storage.api_tokens import SECRET_PREFIX, ApiToken, ApiTokenStore, TokenState
 from storage.users_store import EmailTaken, RegistrationRefused, Role, Rotation, User, normalize_email
 
 ACCESS_COOKIE = "appguard_access"
@@ -44,6 +51,10 @@ REFRESH_COOKIE_PATH = "/api/auth"
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 _WWW_AUTHENTICATE = 'Bearer realm="appguard"'
+
+#: The ``session_id`` of a caller authenticated by an API token, which has no login session.
+NO_SESSION = uuid.UUID(int=0)
+_API_TOKEN = web.RequestKey("appguard_api_token", ApiToken)
 
 
 # Models.
@@ -143,7 +154,11 @@ class SessionAuthenticator:
             scheme, _, token = header.partition(" ")
             token = token.strip()
             if scheme.lower() != "bearer" or not token:
-                raise _unauthorized("invalid_token", "the Authorization header must be: Bearer <access token>")
+                raise _unauthorized(
+                    "invalid_token", "the Authorization header must be: Bearer <access token or API token>"
+                )
+            if token.startswith(SECRET_PREFIX):
+                return await self._api_token(request, token)
             via_cookie = False
         else:
             token = request.cookies.get(ACCESS_COOKIE, "")
@@ -162,9 +177,44 @@ class SessionAuthenticator:
             )
         return Principal(user=user, role=Role(user.role), session_id=claims.session_id, via_cookie=via_cookie)
 
+    async def _api_token(self, request: web.Request, secret: str) -> Principal:
+        found = await ApiTokenStore(self._svc.pool).authenticate(token_hash(secret))
+        token, user = found.token, found.user
+        if found.state is not TokenState.VALID or token is None or user is None:
+            raise _unauthorized(*_api_token_refusal(found.state, token))
+        request[_API_TOKEN] = token
+        role = token.effective_role(Role(user.role))
+        return Principal(user=user, role=role, session_id=NO_SESSION, via_cookie=False)
+
     def check_csrf(self, request: web.Request, principal: Principal) -> None:
         """Raise 403 unless header and cookie both carry this session's CSRF token."""
         _check_csrf(self._svc, request, principal.session_id)
+
+
+def calling_token(request: web.Request) -> ApiToken | None:
+    """The API token the caller authenticated with; None for a session (or no caller)."""
+    return request.get(_API_TOKEN)
+
+
+def require_session(request: web.Request, action: str) -> None:
+    """Raise 403 when the caller holds an API token rather than a signed-in session."""
+    if calling_token(request) is not None:
+        raise ApiError(
+            403,
+            "session_required",
+            f"an API token cannot {action}; sign in with your email and password (the dashboard) to do it",
+        )
+
+
+def _api_token_refusal(state: TokenState, token: ApiToken | None) -> tuple[str, str]:
+    if state is TokenState.REVOKED:
+        return "api_token_revoked", "this API token was revoked; create a new one"
+    if state is TokenState.EXPIRED and token is not None and token.expires_at is not None:
+        when = token.expires_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return "api_token_expired", f"this API token expired on {when}; create a new one"
+    if state is TokenState.DISABLED:
+        return "account_disabled", "the account this API token belongs to is disabled; ask an admin"
+    return "api_token_invalid", "the API token is not valid (unknown or mistyped)"
 
 
 def _check_csrf(svc: Services, request: web.Request, session_id: uuid.UUID) -> None:
@@ -359,6 +409,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     """Change one's own password: every session ends, and a new one is opened for the caller."""
     svc = services(request)
     caller = principal(request)
+    require_session(request, "change the password")
     data = body(request, PasswordChangeRequest)
     address = _address(request)
     await svc.limiter.check(caller.user.email, address)
@@ -440,7 +491,7 @@ def register(app: web.Application) -> None:
         description="Ends every session of the account, then opens a new one for the caller.",
         body=PasswordChangeRequest,
         responses={200: SessionOut},
-        errors={429: "too many failed attempts"},
+        errors={403: "called with an API token (a signed-in session is needed)", 429: "too many failed attempts"},
         tags=tags,
     )
     routes.add(

@@ -77,7 +77,11 @@ def build_document(table: RouteTable, *, server_url: str | None = None) -> dict[
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An access token (JWT) from /api/auth/login, or a personal API token (agt_...)",
+                },
                 "cookieAuth": {
                     "type": "apiKey",
                     "in": "cookie",

@@ -91,6 +91,8 @@ class Route:
     errors: Mapping[int, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     page: bool = False
+    #: The handler reads and validates the body itself (compressed bodies); ``body`` documents it.
+    reads_body: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -170,6 +172,7 @@ class RouteTable:
         responses: Mapping[int, type[BaseModel] | None],
         errors: Mapping[int, str] | None = None,
         tags: Sequence[str] = (),
+        reads_body: bool = False,
     ) -> Route:
         """Declare a REST endpoint under ``/api/``.
 
@@ -177,7 +180,8 @@ class RouteTable:
         ``params`` are the pydantic models the JSON body, the query string and the path
         parameters must match; ``responses`` maps success statuses to their body models
         (``None`` for no body); ``errors`` documents error statuses beyond those the table adds
-        itself (400, 401, 403, 413, 415).
+        itself (400, 401, 403, 413, 415). With ``reads_body`` the handler reads the body itself
+        (with :func:`validation_error` for a body that does not match), ``body`` only documents it.
         """
         if not is_api_path(path):
             raise RouteDeclarationError(f"{method} {path}: REST endpoints live under /api/")
@@ -196,6 +200,7 @@ class RouteTable:
             responses=dict(responses),
             errors=dict(errors or {}),
             tags=tuple(tags),
+            reads_body=reads_body,
         )
         return self._declare(route)
 
@@ -298,7 +303,7 @@ def _wrap(route: Route, authenticator: Authenticator) -> Handler:
                 raise ApiError(
                     401,
                     "unauthenticated",
-                    "sign in first: send Authorization: Bearer <access token> or the session cookies",
+                    "sign in first: send Authorization: Bearer <access token or API token> or the session cookies",
                     headers={"WWW-Authenticate": 'Bearer realm="appguard"'},
                 )
             if not caller.role.includes(route.role):
@@ -310,7 +315,7 @@ def _wrap(route: Route, authenticator: Authenticator) -> Handler:
             request[_PARAMS_KEY] = _validate_params(route.params, dict(request.match_info))
         if route.query is not None:
             request[_QUERY_KEY] = _validate_params(route.query, _query_dict(route.query, request))
-        if route.body is not None:
+        if route.body is not None and not route.reads_body:
             request[_BODY_KEY] = await _read_body(route.body, request)
         return await route.handler(request)
 
@@ -341,7 +346,7 @@ def _query_dict(model: type[BaseModel], request: web.Request) -> dict[str, Any]:
     return out
 
 
-def _validation_error(exc: ValidationError, code: str) -> ApiError:
+def validation_error(exc: ValidationError, code: str) -> ApiError:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     if first["type"] == "extra_forbidden":
@@ -360,14 +365,18 @@ def _validate_params(model: type[M], raw: dict[str, Any]) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise _validation_error(exc, "invalid_parameter") from None
+        raise validation_error(exc, "invalid_parameter") from None
 
 
 async def _read_body(model: type[M], request: web.Request) -> M:
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the request body as Content-Type: application/json")
     # read() enforces the application's client_max_size and raises 413 beyond it.
-    raw = await request.read()
+    return validate_body(model, json_object_body(await request.read()))
+
+
+def json_object_body(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, decoded; 400 ``malformed_json`` otherwise."""
     if not raw.strip():
         raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
     try:
@@ -376,10 +385,15 @@ async def _read_body(model: type[M], request: web.Request) -> M:
         raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", f"the request body must be a JSON object, not {_json_kind(data)}")
+    return data
+
+
+def validate_body(model: type[M], data: dict[str, Any]) -> M:
+    """``data`` as ``model``; 400 ``invalid_request`` naming the first field at fault."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _validation_error(exc, "invalid_request") from None
+        raise validation_error(exc, "invalid_request") from None
 
 
 def _json_kind(value: Any) -> str:

@@ -13,6 +13,8 @@ from collector.config import Config, load_config
 from collector.confmap import ConfigError
 from collector.graph import build_graph
 from collector.registry import default_registry
+from collector.sourcemaps_cli import add_parser as add_sourcemaps_parser
+from collector.sourcemaps_cli import run as cmd_sourcemaps
 from collector.telemetry import Telemetry, setup_logging
 
 
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("components", help="list the built-in and installed components")
     p_api = sub.add_parser("api", help="run only the api extensions of a config (the dashboard and REST API)")
     _add_config_args(p_api)
+    add_sourcemaps_parser(sub)
     return parser
 
 
@@ -138,7 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"validate": cmd_validate, "components": cmd_components, "api": cmd_api, None: cmd_run}
+    commands = {
+        "validate": cmd_validate,
+        "components": cmd_components,
+        "api": cmd_api,
+        "sourcemaps": cmd_sourcemaps,
+        None: cmd_run,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as exc:

@@ -199,6 +199,8 @@ class FrameView:
     pre_context: list[str] | None
     post_context: list[str] | None
     in_app: bool
+    #: Why a minified JavaScript frame was not mapped to its source (docs/sourcemaps.md).
+    symbolication_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -778,6 +780,7 @@ def _frame_view(frame: Frame) -> FrameView:
         pre_context=list(frame.pre_context) if frame.pre_context else None,
         post_context=list(frame.post_context) if frame.post_context else None,
         in_app=frame.in_app,
+        symbolication_error=frame.symbolication_error,
     )
 
 

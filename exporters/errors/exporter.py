@@ -5,10 +5,14 @@ For each request the exporter takes from its sending queue it
 1. finds the errors (:mod:`.extract`: ``exception`` span events, log records with
    ``exception.*`` attributes, and optionally records above a severity or spans with status
    ERROR), which costs one substring search for a request without any;
-2. fingerprints each one with the :class:`~exporters.errors.grouping.Grouper` (in-app rules,
+2. maps the frames of minified JavaScript back to their sources with the source maps uploaded
+   for the event's release (:mod:`.symbolicate`, ``docs/sourcemaps.md``), so that grouping
+   sees the original file and function names; only errors with a release and JavaScript frames
+   take this step, with one lookup in PostgreSQL per batch for the maps not already cached;
+3. fingerprints each one with the :class:`~exporters.errors.grouping.Grouper` (in-app rules,
    fingerprint rules, ``appguard.fingerprint``) and makes an :class:`~storage.errors_store.ErrorEvent`
    whose id is derived from the data, so that a request sent again stores nothing twice;
-3. hands the events to a group-commit writer: the events of requests exported at the same
+4. hands the events to a group-commit writer: the events of requests exported at the same
    time are written together, in transactions of up to ``write_batch_size`` events, one per
    pooled connection at most, through :meth:`~storage.errors_store.ErrorStore.write_events`.
 
@@ -32,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
 from pydantic import Field, field_validator, model_validator
 
 from collector.component import ComponentID, CreateSettings, Factory, Host, Kind
@@ -53,10 +58,12 @@ from exporters.errors.extract import (
     clip,
     clip_stacktrace,
 )
-from exporters.errors.grouping import Grouper, GroupingConfig
-from exporters.errors.stacktrace import ParsedStacktrace
+from exporters.errors.grouping import Grouper, GroupingConfig, GroupingResult
+from exporters.errors.stacktrace import ParsedStacktrace, normalize_language, parse_stacktrace
+from exporters.errors.symbolicate import PathKey, Symbolicator, wanted_paths
 from storage.embedded import EmbeddedPostgres
 from storage.errors_store import ErrorEvent, ErrorStore, EventOutcome, WriteReport, is_retryable
+from storage.sourcemaps import SourceMapStore
 
 _TYPE_MAX_CHARS = 512
 # Ids, e-mails and user agents are indexed (sessions, distinct users): a B-tree entry must stay
@@ -68,6 +75,10 @@ _TEXT_KEYS = frozenset({SESSION_ID, USER_ID, ENDUSER_ID, USER_EMAIL, USER_AGENT,
 _FRAMES_MEMO_SIZE = 4096
 # Events grouped between two chances for the other tasks of the event loop to run.
 _YIELD_EVERY = 64
+#: The event attribute listing why frames of minified JavaScript stayed minified.
+SYMBOLICATION_ERRORS = "appguard.symbolication_errors"
+# Reasons kept in that attribute per event.
+_MAX_SYMBOLICATION_ERRORS = 8
 
 # --------------------------------------------------------------------------- config
 
@@ -79,6 +90,19 @@ class RetentionConfig(ComponentConfig):
     max_age: Duration = 90 * 24 * 3600.0
     #: How often the retention pass (and the creation of the next days' partitions) runs.
     interval: Duration = Field(default=3600.0, gt=0)
+
+
+class SourceMapsOptions(ComponentConfig):
+    """``sourcemaps``: mapping minified JavaScript frames with the uploaded source maps."""
+
+    enabled: bool = True
+    #: Parsed maps kept in memory (least recently used dropped first), and their total size.
+    cache_size: int = Field(default=64, ge=1)
+    cache_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024)
+    #: How long a map found stays cached before it is looked up again (a re-upload shows then).
+    ttl: Duration = Field(default=300.0, gt=0)
+    #: How long "no map for this file in this release" is remembered.
+    negative_ttl: Duration = Field(default=30.0, gt=0)
 
 
 class ErrorsExporterConfig(ExporterSettings):
@@ -96,10 +120,11 @@ class ErrorsExporterConfig(ExporterSettings):
     grouping: GroupingConfig = Field(default_factory=GroupingConfig)
     traces: TracesOptions = Field(default_factory=TracesOptions)
     logs: LogsOptions = Field(default_factory=LogsOptions)
+    sourcemaps: SourceMapsOptions = Field(default_factory=SourceMapsOptions)
     #: Ids of extensions told about every write (they implement ``errors_written``).
     observers: list[str] = Field(default_factory=list)
 
-    @field_validator("retention", "grouping", "traces", "logs", mode="before")
+    @field_validator("retention", "grouping", "traces", "logs", "sourcemaps", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         # ``retention:`` with no value in YAML means the defaults.
@@ -286,6 +311,8 @@ class ErrorsExporter(ExporterBase):
         self._maintenance: asyncio.Task[None] | None = None
         self._closing: asyncio.Event | None = None
         self._frames_memo: dict[int, tuple[ParsedStacktrace, list[dict[str, Any]] | None]] = {}
+        self._symbolicator: Symbolicator | None = None
+        self._maps_pool: AsyncConnectionPool[Any] | None = None
 
     # ---- observers
 
@@ -356,6 +383,10 @@ class ErrorsExporter(ExporterBase):
         if self._writer is not None:
             await self._writer.stop()
             self._writer = None
+        if self._maps_pool is not None:
+            await self._maps_pool.close()
+            self._maps_pool = None
+            self._symbolicator = None
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -417,11 +448,17 @@ class ErrorsExporter(ExporterBase):
 
     # ---- exporting
 
-    def to_event(self, found: FoundError) -> ErrorEvent:
-        """Group one found error and make the event the store writes."""
+    def to_event(self, found: FoundError, symbolicated: _Symbolicated | None = None) -> ErrorEvent:
+        """Group one found error and make the event the store writes.
+
+        ``symbolicated`` is the error already grouped after its frames were mapped to their
+        sources (see :meth:`symbolicate`).
+        """
         resource = found.resource
-        structured = found.structured_exceptions()
-        if structured is not None:
+        structured = found.structured_exceptions() if symbolicated is None else None
+        if symbolicated is not None:
+            result = symbolicated.result
+        elif structured is not None:
             # Frames that came structured (a Sentry event) are grouped as given.
             result = self.grouper.group_parsed(
                 structured, fingerprint=found.fingerprint, service=resource.service_name or None
@@ -438,6 +475,8 @@ class ErrorsExporter(ExporterBase):
         parsed = result.stacktrace
         primary = parsed.primary
         attributes, texts = found.collect(_TEXT_KEYS)
+        if symbolicated is not None and symbolicated.errors:
+            attributes[SYMBOLICATION_ERRORS] = list(symbolicated.errors[:_MAX_SYMBOLICATION_ERRORS])
         exc_type = (primary.type if primary is not None else None) or found.exc_type or ""
         message = found.message
         if message is None:
@@ -460,7 +499,7 @@ class ErrorsExporter(ExporterBase):
             service_version=resource.service_version,
             environment=resource.environment or texts.get(ENVIRONMENT) or texts.get(ENVIRONMENT_OLD) or "",
             stacktrace=clip_stacktrace(found.stacktrace) if found.stacktrace else None,
-            frames=self._frames(parsed),
+            frames=self._frames(parsed) if symbolicated is None else _frame_dicts(parsed),
             attributes=attributes,
             user_id=_short(texts.get(USER_ID) or texts.get(ENDUSER_ID)),
             user_email=_short(texts.get(USER_EMAIL)),
@@ -473,7 +512,7 @@ class ErrorsExporter(ExporterBase):
         hit = memo.get(id(parsed))
         if hit is not None and hit[0] is parsed:
             return hit[1]
-        frames = [exc.to_dict() for exc in parsed.exceptions] or None
+        frames = _frame_dicts(parsed)
         if len(memo) >= _FRAMES_MEMO_SIZE:
             del memo[next(iter(memo))]
         memo[id(parsed)] = (parsed, frames)
@@ -493,13 +532,104 @@ class ErrorsExporter(ExporterBase):
             payload = trimmed
         await super().consume(payload)
 
+    # ---- source maps
+
+    def _symbolication_candidate(self, found: FoundError) -> _Candidate | None:
+        """The error's exceptions, freshly parsed, when it may have minified JavaScript frames.
+
+        Errors without a release, of another language, or whose text names no ``.js`` file are
+        turned down by attribute and substring tests, before any parsing.
+        """
+        resource = found.resource
+        release = resource.service_version
+        if not release:
+            return None
+        hint = normalize_language(resource.language)
+        if hint not in (None, "javascript"):
+            return None
+        text = found.values_json if found.values_json is not None else found.stacktrace
+        if not text or (hint is None and ".js" not in text):
+            return None
+        parsed = found.structured_exceptions()
+        if parsed is None:
+            # Parsed afresh rather than taken from the grouper's cache: the frames are rewritten.
+            parsed = parse_stacktrace(
+                found.stacktrace,
+                language=resource.language,
+                exc_type=found.exc_type,
+                exc_message=found.message,
+                in_app=self.grouper.in_app,
+            )
+        paths = wanted_paths(parsed)
+        if not paths:
+            return None
+        return _Candidate(found, parsed, found.project_id, release, paths)
+
+    def _map_store(self) -> Symbolicator:
+        if self._symbolicator is None:
+            assert self._dsn is not None
+            options = self.config.sourcemaps
+            # A pool of its own, opened on first use: deployments without browser errors never
+            # open it, and the writer's connections stay free for writes.
+            self._maps_pool = AsyncConnectionPool(
+                self._dsn, min_size=0, max_size=2, kwargs={"autocommit": True}, open=False, name="appguard-sourcemaps"
+            )
+            self._symbolicator = Symbolicator(
+                SourceMapStore(self._maps_pool),
+                in_app=self.grouper.in_app,
+                max_maps=options.cache_size,
+                max_bytes=options.cache_max_bytes,
+                ttl=options.ttl,
+                negative_ttl=options.negative_ttl,
+            )
+        return self._symbolicator
+
+    async def symbolicate(self, found: Sequence[FoundError]) -> dict[int, _Symbolicated]:
+        """Map the minified JavaScript frames of a batch's errors and group those errors.
+
+        Answers, by position in ``found``, the errors that had frames to map; the others are
+        grouped by :meth:`to_event` as usual. Maps are looked up once for the whole batch.
+        """
+        if not self.config.sourcemaps.enabled:
+            return {}
+        candidates = {i: c for i, error in enumerate(found) if (c := self._symbolication_candidate(error)) is not None}
+        if not candidates:
+            return {}
+        symbolicator = self._map_store()
+        assert self._maps_pool is not None
+        wanted: set[PathKey] = {(c.project_id, c.release, p) for c in candidates.values() for p in c.paths}
+        failure: str | None = None
+        try:
+            await self._open_store()  # the schema, source_maps included, is migrated by then
+            if self._maps_pool.closed:
+                await self._maps_pool.open(wait=False)
+            await symbolicator.prepare(wanted)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise ExportError(f"looking up source maps failed: {type(exc).__name__}: {exc}", retryable=True) from None
+            # A permanent failure must not cost the events: they are stored minified, saying why.
+            failure = f"source maps could not be read: {type(exc).__name__}: {exc}"
+            self.logger.warning("%s", failure)
+        out: dict[int, _Symbolicated] = {}
+        for index, candidate in candidates.items():
+            if failure is None:
+                errors = symbolicator.symbolicate(candidate.parsed, candidate.project_id, candidate.release).errors
+            else:
+                errors = (failure,)
+            result = self.grouper.group_parsed(
+                candidate.parsed, fingerprint=candidate.found.fingerprint, service=candidate.found.resource.service_name or None
+            )
+            out[index] = _Symbolicated(result, errors)
+        return out
+
     async def push(self, payload: Payload) -> None:
         found = self.extractor.extract(payload)
         if not found:
             return
+        symbolicated = await self.symbolicate(found)
         events: list[ErrorEvent] = []
         for index, error in enumerate(found, 1):
-            events.append(self.to_event(error))
+            events.append(self.to_event(error, symbolicated.get(index - 1)))
             if index % _YIELD_EVERY == 0:
                 # Grouping is CPU work: let receivers and other exporters run in between.
                 await asyncio.sleep(0)
@@ -511,6 +641,29 @@ class ErrorsExporter(ExporterBase):
             raise
         except Exception as exc:
             raise ExportError(f"writing {len(events)} error events failed: {type(exc).__name__}: {exc}", retryable=is_retryable(exc)) from None
+
+
+@dataclass(slots=True)
+class _Candidate:
+    """An error whose frames may be mapped: its parsed exceptions and where to look."""
+
+    found: FoundError
+    parsed: ParsedStacktrace
+    project_id: int
+    release: str
+    paths: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Symbolicated:
+    """An error grouped after symbolication, and why some of its frames stayed minified."""
+
+    result: GroupingResult
+    errors: tuple[str, ...]
+
+
+def _frame_dicts(parsed: ParsedStacktrace) -> list[dict[str, Any]] | None:
+    return [exc.to_dict() for exc in parsed.exceptions] or None
 
 
 def _short(text: str | None) -> str | None:

@@ -87,6 +87,8 @@ class Frame:
     pre_context: list[str] | None = None
     post_context: list[str] | None = None
     in_app: bool = False
+    #: Why a minified JavaScript frame could not be mapped to its source (see ``symbolicate``).
+    symbolication_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The frame as a JSON-ready dict with Sentry's keys; empty fields are left out."""
@@ -112,6 +114,8 @@ class Frame:
         if self.post_context:
             out["post_context"] = list(self.post_context)
         out["in_app"] = self.in_app
+        if self.symbolication_error is not None:
+            out["symbolication_error"] = self.symbolication_error
         return out
 
     @classmethod
@@ -146,6 +150,7 @@ class Frame:
             pre_context=lines("pre_context"),
             post_context=lines("post_context"),
             in_app=bool(data.get("in_app", False)),
+            symbolication_error=text("symbolication_error"),
         )
         if "in_app" not in data:
             frame.in_app = DEFAULT_IN_APP.is_in_app(frame, language)
@@ -705,13 +710,19 @@ def _js_frame(function: str | None, location: str) -> Frame:
     else:
         path, line, col = _split_location(location)
     filename = _url_path(path)
-    module = None
-    cut = filename.rfind("node_modules/")
-    if cut >= 0:
-        rel = filename[cut + 13 :]
-        dot = rel.rfind(".")
-        module = rel[:dot] if dot > rel.rfind("/") else rel
-    return Frame(function=function or None, module=module, filename=filename, abs_path=path, lineno=line, colno=col)
+    return Frame(
+        function=function or None, module=js_module(filename), filename=filename, abs_path=path, lineno=line, colno=col
+    )
+
+
+def js_module(path: str) -> str | None:
+    """The module of a JavaScript file inside ``node_modules`` (``lodash/map``), else None."""
+    cut = path.rfind("node_modules/")
+    if cut < 0:
+        return None
+    rel = path[cut + 13 :]
+    dot = rel.rfind(".")
+    return rel[:dot] if dot > rel.rfind("/") else rel
 
 
 def _v8_frame(rest: str) -> Frame:
