@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
+from api.sessions_config import SessionsConfig
 from api.sourcemaps_config import SourceMapsConfig
 from collector.configtypes import ComponentConfig, Duration, TLSServerConfig
 from collector.netconfig import split_host_port
@@ -194,6 +195,7 @@ class ApiConfig(ComponentConfig):
     links: LinksConfig = Field(default_factory=lambda: LinksConfig())
     sentry: SentryConfig = Field(default_factory=lambda: SentryConfig())
     ingest: IngestConfig = Field(default_factory=lambda: IngestConfig())
+    sessions: SessionsConfig = Field(default_factory=lambda: SessionsConfig())
     sourcemaps: SourceMapsConfig = Field(default_factory=lambda: SourceMapsConfig())
     #: The Prometheus HTTP API that metric alert rules query: their PromQL is checked against it.
     prometheus_url: str | None = None

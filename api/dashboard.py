@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +26,7 @@ from api.issues import IssueListQuery, IssueParams, filters_of, issue_queries, l
 from api.pages import render
 from api.projects import project_store
 from api.routing import ROUTES, params, principal, query
+from api.services import WEB_ROOT
 from storage.issue_queries import QueryValidationError
 from storage.projects import DEFAULT_PROJECT
 from storage.users_store import Role
@@ -35,8 +35,8 @@ _log = logging.getLogger("appguard.api")
 
 #: Front-end packages from npm (``package.json`` at the repository's root), served under
 #: ``/vendor/<name>/`` from the folder that holds their browser builds.
-VENDOR_ROOT = Path(__file__).resolve().parent.parent / "node_modules"
-VENDOR_PACKAGES: dict[str, str] = {"uplot": "uplot/dist"}
+VENDOR_ROOT = WEB_ROOT / "node_modules"
+VENDOR_PACKAGES: dict[str, str] = {"uplot": "uplot/dist", "rrweb-player": "rrweb-player/dist"}
 
 #: The ranges the pages offer.
 PERIODS: list[tuple[str, str]] = [("", "any time"), ("1h", "1 hour"), ("24h", "24 hours"), ("7d", "7 days"),

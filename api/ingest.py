@@ -257,7 +257,7 @@ class Ingest:
     keys: IngestKeys
     limiter: WindowLimiter
     forwarder: OtlpForwarder
-    prefixes: list[str]
+    paths: list[re.Pattern[str]]
 
     def client_address(self, request: web.Request) -> str:
         """The client's address: the first ``X-Forwarded-For`` hop when proxies are trusted."""
@@ -292,7 +292,7 @@ class Ingest:
 
     def covers(self, path: str) -> bool:
         """Whether ``path`` is one of the ingest endpoints declared with :func:`ingest_path`."""
-        return any(path.startswith(prefix) for prefix in self.prefixes)
+        return any(pattern.fullmatch(path) is not None for pattern in self.paths)
 
 
 INGEST = web.AppKey("appguard_ingest", Ingest)
@@ -303,9 +303,11 @@ def ingest(request: web.Request) -> Ingest:
     return request.app[INGEST]
 
 
-def ingest_path(app: web.Application, prefix: str) -> None:
-    """Declare ``prefix`` (e.g. ``/api/telemetry/``) as ingest paths: CORS as configured."""
-    app[INGEST].prefixes.append(prefix)
+def ingest_path(app: web.Application, pattern: str) -> None:
+    """Declare the paths ``pattern`` matches whole (a regular expression such as
+    ``/api/telemetry/[a-z]+``) as ingest endpoints: CORS as configured. The dashboard's own
+    endpoints beside them are left alone."""
+    app[INGEST].paths.append(re.compile(pattern))
 
 
 # --------------------------------------------------------------------------- CORS
@@ -354,7 +356,7 @@ def register(app: web.Application) -> None:
         keys=IngestKeys(ProjectStore(svc.pool)),
         limiter=WindowLimiter(svc.redis, svc.key_prefix),
         forwarder=OtlpForwarder(config.otlp_endpoint, config.timeout, "browser"),
-        prefixes=[],
+        paths=[],
     )
     app[INGEST] = shared
 

@@ -37,6 +37,7 @@ class NavItem:
 NAV: list[NavItem] = [
     NavItem("/", "Overview"),
     NavItem("/issues", "Issues"),
+    NavItem("/sessions", "Sessions"),
     NavItem("/alerts", "Alerts"),
     NavItem("/projects", "Projects"),
 ]

@@ -11,9 +11,10 @@ sends envelopes (or, older ones, bare events to ``store``). Each request is
    ``deflate``, ``br``, decoded in bounded steps as the body streams in: a compressed bomb
    stops at the limit), ``413`` beyond it, ``400`` for a corrupt or truncated one;
 3. **parsed** (:mod:`api.sentry_envelope`): a malformed envelope or event answers ``400``
-   saying what is wrong. ``event`` and ``transaction`` items are used; every other item type
-   (``session``, ``sessions``, ``client_report``, ``attachment``, ``replay_event``,
-   ``replay_recording``, ``profile``, ``check_in``...) is accepted and ignored;
+   saying what is wrong. ``event`` and ``transaction`` items are used, and ``replay_event`` with
+   its ``replay_recording`` become a segment of a replay session (:mod:`api.sentry_replay`);
+   every other item type (``session``, ``sessions``, ``client_report``, ``attachment``,
+   ``profile``, ``check_in``...) is accepted and ignored;
 4. **rate limited** per key (its ``rate_limit`` per minute) or per project
    (``sentry.default_rate_limit``), counting events and transactions, in Redis: over the limit
    answers ``429`` with ``Retry-After`` and ``X-Sentry-Rate-Limits``;
@@ -60,8 +61,11 @@ from api.sentry_envelope import (
     parse_envelope,
 )
 from api.sentry_mapping import event_to_logs, transaction_to_traces
+from api.sentry_replay import replay_segments
 from api.services import SERVICES
+from api.sessions import SESSIONS, store_segment
 from storage.projects import ProjectKey, ProjectStore
+from storage.sessions import IncomingSegment
 
 _log = logging.getLogger("appguard.api.sentry")
 
@@ -281,10 +285,16 @@ async def ingest_envelope(request: web.Request) -> web.StreamResponse:
             if key is None:
                 key = await ingest.authenticate(_dsn_key(envelope), project_id)
             events, transactions = _used_items(envelope)
+            replays = _replay_segments(request.app, envelope, key.project_id)
         except EnvelopeError as exc:
             raise Refused(400, f"malformed envelope: {exc}") from None
         converted = ingest.convert(events, transactions, key, envelope.event_id)
         await ingest.admit(key, converted)
+        for segment in replays:
+            try:
+                await store_segment(request.app, segment)
+            except ApiError as exc:
+                raise Refused(exc.status, f"replay segment {segment.sequence}: {exc.message}", exc.headers) from None
         await ingest.deliver(converted)
     except Refused as refused:
         return refused.response()
@@ -315,6 +325,18 @@ def _dsn_key(envelope: Envelope) -> str | None:
     dsn = envelope.dsn
     parsed = parse_dsn(dsn) if dsn is not None else None
     return parsed[0] if parsed is not None else None
+
+
+def _replay_segments(app: web.Application, envelope: Envelope, project_id: int) -> list[IncomingSegment]:
+    """The replay segments of an envelope (none where the session replay feature is not installed)."""
+    if SESSIONS not in app:
+        return []
+    replay_events = [item.json() for item in envelope.items if item.type == "replay_event"]
+    recordings = [item.payload for item in envelope.items if item.type == "replay_recording"]
+    if not replay_events and not recordings:
+        return []
+    limit = app[SERVICES].config.sessions.max_segment_size
+    return replay_segments(replay_events, recordings, project_id=project_id, limit=limit)
 
 
 def _used_items(envelope: Envelope) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -541,9 +541,11 @@ def event_record(event: Mapping[str, Any], *, event_id: str, received_ns: int | 
     attrs.add(USER_AGENT, _headers(request).get("user-agent"))
     attrs.add("transaction", _text(event.get("transaction"), 200))
     attrs.add("logger", _text(event.get("logger"), 200))
-    # Sentry's replay integration names the replay the error happened in: AppGuard's session.
+    # Sentry's replay integration names the replay the error happened in, AppGuard's session: the
+    # browser SDK tags the event with it (``replayId``); Sentry's own ingest fills ``contexts.replay``.
     replay = _mapping(_mapping(event.get("contexts")).get("replay"))
-    attrs.add("session.id", _text(replay.get("replay_id"), 64))
+    replay_id = _text(replay.get("replay_id"), 64) or _text(_mapping(event.get("tags")).get("replayId"), 64)
+    attrs.add("session.id", replay_id)
     tags = event.get("tags")
     if isinstance(tags, Mapping):
         attrs.extend(tags)

@@ -9,6 +9,7 @@ so every part of the API uses the same connections and the same key namespace.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ _log = logging.getLogger("appguard.api")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
+#: Where ``npm ci`` left the front-end packages (``node_modules``) and the built snippet
+#: (``sdk/browser/dist``): the repository's root, or ``$APPGUARD_WEB_ROOT`` for an installed
+#: package (the container image puts them in /opt/appguard-web).
+WEB_ROOT = Path(os.environ.get("APPGUARD_WEB_ROOT") or Path(__file__).resolve().parent.parent)
 
 
 @dataclass

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import signal
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +21,22 @@ import yaml
 
 from alerting.queue import NotificationQueue
 from tests.e2e.sdk import fail
+from tests.e2e.stack import until
 from tests.support.alertmanager import AlertmanagerServer
 from tests.support.process import CollectorProcess
 from tests.support.slack_server import SlackServer
 from tests.support.smtp import SmtpServer
 
-__all__ = ["fail"]
+__all__ = ["fail", "until"]
 
 #: Grouping for tests: a new group goes out 200 ms after its first alert, never repeated.
 QUICK_GROUPING: Mapping[str, str] = {"group_wait": "200ms", "group_interval": "1s", "repeat_interval": "1h"}
 
 #: The notification queue of the end-to-end tests: quick polling and retries.
-QUICK_QUEUE: Mapping[str, Any] = {"poll_interval": "100ms", "retry": {"initial_interval": "100ms", "max_interval": "1s"}}
+QUICK_QUEUE: Mapping[str, Any] = {
+    "poll_interval": "100ms",
+    "retry": {"initial_interval": "100ms", "max_interval": "1s"},
+}
 
 #: Where the ``alerting`` extension keeps its keys under the ``redis.key_prefix`` of its config.
 ALERTING_KEYS = "alerting:"
@@ -190,19 +192,3 @@ def find_coupon(code: str) -> str:
 def named(alertmanager: AlertmanagerServer, name: str) -> list[dict[str, Any]]:
     """The active alerts of that name in Alertmanager."""
     return [a for a in alertmanager.alerts() if a["labels"].get("alertname") == name]
-
-
-async def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Call ``check`` every 0.2 s until it gives something true, and return that;
-    AssertionError after ``timeout``. ``check`` is a blocking function (run in a thread) or
-    gives an awaitable (``lambda: queue.stats()``), which is awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await asyncio.to_thread(check)
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)

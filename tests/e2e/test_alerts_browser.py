@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -23,13 +22,13 @@ from alerting.model import Alert, AlertState, Notification, Severity
 from alerting.queue import NotificationQueue
 from alerting.state import AlertStateStore, Transition
 from api.extension import ApiExtension
-from tests.support.api import client, running_api
+from tests.e2e.stack import EMAIL, PASSWORD, fill_registration, sign_in
+from tests.support.api import client
 from tests.support.browser import BrowserRun
+from tests.support.net import serving
 
 pytestmark = pytest.mark.e2e
 
-EMAIL = "owner@example.com"
-PASSWORD = "a long enough passphrase"
 SECRET = "signing-secret-0123456789"
 
 
@@ -52,22 +51,9 @@ async def receiver() -> AsyncIterator[Receiver]:
     found = Receiver()
     app = web.Application()
     app.router.add_post("/hook", found.hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    found.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    async with serving(app) as origin:
+        found.url = f"{origin}/hook"
         yield found
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def api(tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str) -> AsyncIterator[ApiExtension]:
-    async with running_api(tmp_path, appguard_dsn, redis_url, redis_prefix) as ext:
-        yield ext
 
 
 def rule_enabled(dsn: str, name: str) -> bool | None:
@@ -83,11 +69,7 @@ async def test_create_a_channel_and_a_rule_toggle_test_and_open_it(
     page = browser_page.page
 
     # Register (the first account is the admin) and land on the alerts page, empty.
-    await page.goto(f"{base}/alerts")
-    await expect(page).to_have_url(re.compile(r"/login\?next=/alerts$"))
-    await page.get_by_role("link", name="Create one").click()
-    await page.locator("input[name=email]").fill(EMAIL)
-    await page.locator("input[name=password]").fill(PASSWORD)
+    await fill_registration(page, base, "/alerts")
     await page.get_by_role("button", name="Create account").click()
     await expect(page.get_by_role("heading", name="Alerts", level=1)).to_be_visible()
     await expect(page.get_by_role("navigation", name="Sections").get_by_role("link", name="Alerts")).to_have_attribute(
@@ -309,15 +291,13 @@ async def test_dead_letters_are_retried_and_deleted_and_viewers_only_look(
     await dead_letters(redis_url, redis_prefix, ["webhook answered 410 Gone", "webhook answered 404 Not Found"])
     page = browser_page.page
 
-    async def sign_in(email: str) -> None:
+    async def sign_in_to_alerts(email: str) -> None:
         await page.goto(f"{base}/login?next=/alerts")
-        await page.locator("input[name=email]").fill(email)
-        await page.locator("input[name=password]").fill(PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
+        await sign_in(page, email)
         await expect(page.get_by_role("heading", name="Alerts", level=1)).to_be_visible()
 
     # The admin retries one dead letter and deletes the other; the queue's sizes follow.
-    await sign_in(EMAIL)
+    await sign_in_to_alerts(EMAIL)
     letters = page.locator("#dead-letters tbody tr")
     await expect(letters).to_have_count(2)
     await expect(page.locator("#stat-dead")).to_have_text("2")
@@ -336,7 +316,7 @@ async def test_dead_letters_are_retried_and_deleted_and_viewers_only_look(
     await expect(page).to_have_url(re.compile(r"/login"))
 
     # A viewer sees the rule and the channel, with no control to change or send anything.
-    await sign_in("viewer@example.com")
+    await sign_in_to_alerts("viewer@example.com")
     row = page.locator("#rule-table tbody tr", has_text="New issues")
     await expect(row).to_contain_text("a new issue appears")
     await expect(row.locator(".enabled-on")).to_have_text("on")

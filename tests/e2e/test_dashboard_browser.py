@@ -7,64 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from playwright.async_api import expect
 
 from tests.e2e.sdk import fail
+from tests.e2e.stack import Stack, StartStack, fill_registration, sign_in
 from tests.support.browser import BrowserRun
-from tests.support.net import free_port
-from tests.support.process import CollectorProcess
 
 pytestmark = pytest.mark.e2e
 
-EMAIL = "owner@example.com"
-PASSWORD = "a long enough passphrase"
-
-
-def _config(grpc_port: int, api_port: int, redis_url: str, prefix: str) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-exporters:
-  errors:
-    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    observers: [api]
-extensions:
-  api:
-    endpoint: 127.0.0.1:{api_port}
-    postgres:
-      dsn: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    redis:
-      url: {redis_url}
-      key_prefix: "{prefix}"
-    auth:
-      jwt_secret: browser-test-secret-0123456789abcdefghij
-      registration: open
-service:
-  extensions: [api]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [errors]
-"""
-
 
 @pytest.fixture
-def collector(
-    tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CollectorProcess]:
-    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
-    grpc_port, api_port = free_port(), free_port()
-    with CollectorProcess(_config(grpc_port, api_port, redis_url, redis_prefix), tmp_path).running() as proc:
-        proc.grpc_port, proc.api_port = grpc_port, api_port  # type: ignore[attr-defined]
-        yield proc
+def stack(start_stack: StartStack) -> Stack:
+    return start_stack(protocols=("grpc",), batch=False, pipelines={"traces": ["errors"]})
 
 
 # The application's code: three bugs.
@@ -88,19 +45,14 @@ def send_errors(grpc_port: int) -> None:
 
 
 async def test_register_find_search_open_and_resolve_an_issue(
-    collector: CollectorProcess, browser_page: BrowserRun, appguard_dsn: str
+    stack: Stack, browser_page: BrowserRun, appguard_dsn: str
 ) -> None:
-    base = f"http://127.0.0.1:{collector.api_port}"  # type: ignore[attr-defined]
+    base = stack.api
     page = browser_page.page
     sections = page.get_by_role("navigation", name="Sections")
 
     # Register: the first account becomes the admin and lands on the overview.
-    await page.goto(f"{base}/")
-    await expect(page).to_have_url(re.compile(r"/login\?next=/$"))
-    await page.get_by_role("link", name="Create one").click()
-    await page.locator("input[name=name]").fill("Olga Owner")
-    await page.locator("input[name=email]").fill(EMAIL)
-    await page.locator("input[name=password]").fill(PASSWORD)
+    await fill_registration(page, base, "/", name="Olga Owner")
     await browser_page.screenshot("register")
     await page.get_by_role("button", name="Create account").click()
     await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
@@ -109,13 +61,11 @@ async def test_register_find_search_open_and_resolve_an_issue(
     # Sign out, then sign in again.
     await page.get_by_role("button", name="Sign out").click()
     await expect(page).to_have_url(re.compile(r"/login"))
-    await page.locator("input[name=email]").fill(EMAIL)
-    await page.locator("input[name=password]").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await sign_in(page)
     await expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
     # The application reports its errors; the issue list fills.
-    await asyncio.to_thread(send_errors, collector.grpc_port)  # type: ignore[attr-defined]
+    await asyncio.to_thread(send_errors, stack.ports.grpc)
     await sections.get_by_role("link", name="Issues").click()
     rows = page.locator("#issue-table tbody tr")
     for _ in range(50):

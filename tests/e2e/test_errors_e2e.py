@@ -16,13 +16,11 @@ import json
 import logging
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import psycopg
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
@@ -31,13 +29,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
-from psycopg.rows import dict_row
 
 from collector.pdata import Signal
 from tests.e2e.sdk import log_exporter, span_exporter
-from tests.support.net import free_port
+from tests.e2e.stack import Stack, rows, running_stack, stack_config, until
 from tests.support.otlp_sink import OTLPSink
-from tests.support.process import CollectorProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +41,7 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 
 # The same module in two releases: the second has more code above the failing function, so
 # every line number differs, and it is deployed in another directory.
-CHECKOUT_V1 = '''
+CHECKOUT_V1 = """
 def total(cart):
     return sum(item["price"] for item in cart)
 
@@ -54,7 +50,7 @@ def checkout(cart):
     if not cart:
         raise ValueError(f"cart {id(cart)} of user is empty")
     return total(cart)
-'''
+"""
 CHECKOUT_V2 = '''
 """Checkout, release 2: discounts."""
 
@@ -76,43 +72,6 @@ def checkout(cart):
 '''
 
 
-def _config(grpc_port: int, http_port: int, sink: OTLPSink) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-      http:
-        endpoint: 127.0.0.1:{http_port}
-exporters:
-  errors:
-    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    pool_size: 2
-    retry_on_failure:
-      initial_interval: 100ms
-      max_interval: 1s
-  otlp/metrics:
-    endpoint: {sink.grpc_endpoint}
-    tls:
-      insecure: true
-connectors:
-  errormetrics:
-    metrics_flush_interval: 300ms
-service:
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [errors, errormetrics]
-    logs:
-      receivers: [otlp]
-      exporters: [errors, errormetrics]
-    metrics:
-      receivers: [errormetrics]
-      exporters: [otlp/metrics]
-"""
-
-
 @pytest.fixture
 def sink() -> Iterator[OTLPSink]:
     s = OTLPSink()
@@ -122,12 +81,25 @@ def sink() -> Iterator[OTLPSink]:
 
 
 @pytest.fixture
-def collector(tmp_path: Path, sink: OTLPSink, appguard_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[CollectorProcess]:
-    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
-    grpc_port, http_port = free_port(), free_port()
-    with CollectorProcess(_config(grpc_port, http_port, sink), tmp_path).running() as proc:
-        proc.grpc_port, proc.http_port = grpc_port, http_port  # type: ignore[attr-defined]
-        yield proc
+def stack(tmp_path: Path, sink: OTLPSink, appguard_dsn: str) -> Iterator[Stack]:
+    config = stack_config(
+        appguard_dsn,
+        protocols=("grpc", "http"),
+        batch=False,
+        errors={"pool_size": 2, "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}},
+        api=None,
+        pipelines={
+            "traces": ["errors", "errormetrics"],
+            "logs": ["errors", "errormetrics"],
+            "metrics": {"receivers": ["errormetrics"], "exporters": ["otlp/metrics"]},
+        },
+        overrides={
+            "exporters": {"otlp/metrics": {"endpoint": sink.grpc_endpoint, "tls": {"insecure": True}}},
+            "connectors": {"errormetrics": {"metrics_flush_interval": "300ms"}},
+        },
+    )
+    with running_stack(config, tmp_path) as running:
+        yield running
 
 
 def load_release(tmp_path: Path, release: str, source: str) -> ModuleType:
@@ -159,7 +131,9 @@ def python_app(tmp_path: Path, grpc_port: int, http_port: int) -> list[ReadableS
     """Spans over gRPC, logs over HTTP, from the real SDK; returns the spans it made."""
     v1 = load_release(tmp_path, "release-1", CHECKOUT_V1)
     v2 = load_release(tmp_path, "release-2", CHECKOUT_V2)
-    resource = Resource.create({"service.name": "shop-py", "service.version": "1.0.0", "deployment.environment.name": "e2e"})
+    resource = Resource.create(
+        {"service.name": "shop-py", "service.version": "1.0.0", "deployment.environment.name": "e2e"}
+    )
     memory = InMemorySpanExporter()
     tracer_provider = TracerProvider(resource=resource)
     tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter("grpc", grpc_port)))
@@ -173,11 +147,17 @@ def python_app(tmp_path: Path, grpc_port: int, http_port: int) -> list[ReadableS
     logger.addHandler(handler)
     tracer = tracer_provider.get_tracer("shop", "1.0.0")
     try:
-        with tracer.start_as_current_span("POST /checkout", attributes={"session.id": "py-session-1", "user.id": "alice"}) as span:
+        with tracer.start_as_current_span(
+            "POST /checkout", attributes={"session.id": "py-session-1", "user.id": "alice"}
+        ) as span:
             handle(span, None, v1.checkout, [])
-        with tracer.start_as_current_span("POST /checkout", attributes={"session.id": "py-session-2", "user.id": "bob"}) as span:
+        with tracer.start_as_current_span(
+            "POST /checkout", attributes={"session.id": "py-session-2", "user.id": "bob"}
+        ) as span:
             handle(span, logger, v2.checkout, [])
-        with tracer.start_as_current_span("GET /cart/total", attributes={"session.id": "py-session-1", "user.id": "alice"}) as span:
+        with tracer.start_as_current_span(
+            "GET /cart/total", attributes={"session.id": "py-session-1", "user.id": "alice"}
+        ) as span:
             handle(span, None, v1.total, [{"name": "gift card"}])
     finally:
         logger.removeHandler(handler)
@@ -192,25 +172,12 @@ def node_app(http_port: int) -> dict[str, str]:
     assert node and npm, "node and npm are needed for the JavaScript SDK test"
     if not (JS_DIR / "node_modules" / "@opentelemetry" / "sdk-trace-base").is_dir():
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True, capture_output=True, timeout=600)
-    done = subprocess.run([node, str(JS_DIR / "send_error.js"), str(http_port)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [node, str(JS_DIR / "send_error.js"), str(http_port)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     ids: dict[str, str] = json.loads(done.stdout.strip().splitlines()[-1])
     return ids
-
-
-def rows(dsn: str, sql: str) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        return conn.execute(sql.encode()).fetchall()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 def error_counts(sink: OTLPSink) -> dict[tuple[str, str, str], int]:
@@ -233,19 +200,19 @@ def error_counts(sink: OTLPSink) -> dict[tuple[str, str, str], int]:
     return {key: value for key, (_, value) in latest.items()}
 
 
-def test_python_and_javascript_exceptions_become_issues_and_error_metrics(
-    collector: CollectorProcess, sink: OTLPSink, appguard_dsn: str, tmp_path: Path
+async def test_python_and_javascript_exceptions_become_issues_and_error_metrics(
+    stack: Stack, sink: OTLPSink, appguard_dsn: str, tmp_path: Path
 ) -> None:
-    spans = python_app(tmp_path, collector.grpc_port, collector.http_port)  # type: ignore[attr-defined]
-    js = node_app(collector.http_port)  # type: ignore[attr-defined]
+    spans = python_app(tmp_path, stack.ports.grpc, stack.ports.http)
+    js = node_app(stack.ports.http)
 
-    def stored() -> list[dict[str, Any]]:
-        events = rows(appguard_dsn, 'SELECT * FROM appguard.error_events ORDER BY "timestamp"')
-        return events if len(events) == 5 else []
-
-    events = wait_for(stored)
-    assert len(events) == 5, collector.output()
-    issues = {i["type"]: i for i in rows(appguard_dsn, "SELECT * FROM appguard.issues")}
+    events = await until(
+        lambda: rows(appguard_dsn, 'SELECT * FROM appguard.error_events ORDER BY "timestamp"'),
+        lambda found: len(found) == 5,
+        what=lambda: f"five error events; the collector said:\n{stack.output()}",
+    )
+    assert len(events) == 5, stack.output()
+    issues = {i["type"]: i for i in await rows(appguard_dsn, "SELECT * FROM appguard.issues")}
     assert sorted(issues) == ["KeyError", "TypeError", "ValueError"]
 
     # One bug from two releases, recorded on two spans and logged once: one issue.
@@ -284,7 +251,11 @@ def test_python_and_javascript_exceptions_become_issues_and_error_metrics(
     assert "priceOf" in type_error["culprit"]
     (js_event,) = [e for e in events if e["issue_id"] == type_error["id"]]
     assert (js_event["trace_id"], js_event["span_id"]) == (js["traceId"], js["spanId"])
-    assert (js_event["session_id"], js_event["user_id"], js_event["service_version"]) == ("js-session-1", "js-user-1", "4.2.0")
+    assert (js_event["session_id"], js_event["user_id"], js_event["service_version"]) == (
+        "js-session-1",
+        "js-user-1",
+        "4.2.0",
+    )
     frames = js_event["frames"][-1]["stacktrace"]["frames"]
     app_frames = [f for f in frames if f["in_app"]]
     # Oldest call first: the module's top level, main, cartTotal, the reduce callback, priceOf.
@@ -296,6 +267,10 @@ def test_python_and_javascript_exceptions_become_issues_and_error_metrics(
     assert js_event["stacktrace"].startswith("TypeError: Cannot read properties of undefined")
 
     # The errormetrics connector counted the same errors into the metrics pipeline.
-    want = {("shop-py", "e2e", "ValueError"): 3, ("shop-py", "e2e", "KeyError"): 1, ("storefront-js", "e2e", "TypeError"): 1}
-    got = wait_for(lambda: error_counts(sink) if error_counts(sink) == want else None)
+    want = {
+        ("shop-py", "e2e", "ValueError"): 3,
+        ("shop-py", "e2e", "KeyError"): 1,
+        ("storefront-js", "e2e", "TypeError"): 1,
+    }
+    got = await until(lambda: error_counts(sink), lambda counts: counts == want, what="the errormetrics counts")
     assert got == want, error_counts(sink)

@@ -20,24 +20,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from playwright.async_api import expect
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from storage.projects import ProjectStore
+from tests.e2e.stack import Stack, StartStack, project_key, rows, until
 from tests.support.browser import BrowserRun
 from tests.support.net import free_port, wait_for_port
-from tests.support.process import CollectorProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -46,92 +41,41 @@ PYTHON_APP = EXAMPLES / "python"
 NEXT_APP = EXAMPLES / "nextjs"
 
 
-def _config(http_port: int, api_port: int, redis_url: str, prefix: str) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      http:
-        endpoint: 127.0.0.1:{http_port}
-exporters:
-  errors:
-    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    retry_on_failure:
-      initial_interval: 100ms
-      max_interval: 1s
-extensions:
-  api:
-    endpoint: 127.0.0.1:{api_port}
-    postgres:
-      dsn: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    redis:
-      url: {redis_url}
-      key_prefix: "{prefix}"
-    auth:
-      jwt_secret: examples-test-secret-0123456789abcdefghij
-    sentry:
-      otlp_endpoint: http://127.0.0.1:{http_port}
-service:
-  extensions: [api]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      exporters: [errors]
-    logs:
-      receivers: [otlp]
-      exporters: [errors]
-"""
-
-
 @pytest.fixture
-def collector(
-    tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CollectorProcess]:
-    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
-    http_port, api_port = free_port(), free_port()
-    with CollectorProcess(_config(http_port, api_port, redis_url, redis_prefix), tmp_path).running() as proc:
-        proc.http_port, proc.api_port = http_port, api_port  # type: ignore[attr-defined]
-        yield proc
+def stack(start_stack: StartStack) -> Stack:
+    return start_stack(
+        batch=False,
+        errors={"observers": [], "retry_on_failure": {"initial_interval": "100ms", "max_interval": "1s"}},
+        api={"auth": {"registration": "invite"}},
+        sentry=True,
+        pipelines={"traces": ["errors"], "logs": ["errors"]},
+    )
 
 
-async def project_dsn(appguard_dsn: str, api_port: int) -> str:
-    """The DSN of the default project's active key, as the projects page shows it."""
-    async with AsyncConnectionPool(appguard_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}) as pool:
-        keys = [key for key in await ProjectStore(pool).list_keys(1) if key.active]
-    assert keys, "the default project has no active key"
-    return keys[0].dsn(f"http://127.0.0.1:{api_port}")
-
-
-def rows(dsn: str, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (or the time is up: its last answer)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
-
-
-def issue_with_events(dsn: str, exc_type: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+async def issue_with_events(dsn: str, exc_type: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """The issue of ``exc_type`` and its events, once it has some."""
-    issues = rows(dsn, "SELECT * FROM appguard.issues WHERE type = %s", [exc_type])
+    issues = await rows(dsn, "SELECT * FROM appguard.issues WHERE type = %s", exc_type)
     if len(issues) != 1:
         return None
-    events = rows(
-        dsn, 'SELECT * FROM appguard.error_events WHERE issue_id = %s ORDER BY "timestamp"', [issues[0]["id"]]
+    events = await rows(
+        dsn, 'SELECT * FROM appguard.error_events WHERE issue_id = %s ORDER BY "timestamp"', issues[0]["id"]
     )
     return (issues[0], events) if events else None
 
 
-def diagnosis(collector: CollectorProcess, dsn: str, log: Path) -> str:
+async def diagnosis(stack: Stack, dsn: str, log: Path) -> str:
     """What to look at when an issue did not arrive: the issues there are and both logs."""
-    issues = rows(dsn, "SELECT type, title, service_name FROM appguard.issues")
-    return f"issues: {issues}\n--- collector:\n{collector.output()}\n--- app:\n{log.read_text(errors='replace')}"
+    issues = await rows(dsn, "SELECT type, title, service_name FROM appguard.issues")
+    app_log = await asyncio.to_thread(log.read_text, errors="replace")
+    return f"issues: {issues}\n--- collector:\n{stack.output()}\n--- app:\n{app_log}"
+
+
+async def issue_of(stack: Stack, dsn: str, exc_type: str, log: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The issue of ``exc_type`` and its events, once it has some; failing with what to look at."""
+    found: tuple[dict[str, Any], list[dict[str, Any]]] = await until(
+        lambda: issue_with_events(dsn, exc_type), what=lambda: diagnosis(stack, dsn, log)
+    )
+    return found
 
 
 def in_app_frames(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,9 +119,9 @@ def app_process(
 
 
 async def test_python_example_reports_an_order_error_through_the_sentry_sdk(
-    collector: CollectorProcess, appguard_dsn: str, tmp_path: Path
+    stack: Stack, appguard_dsn: str, tmp_path: Path
 ) -> None:
-    dsn = await project_dsn(appguard_dsn, collector.api_port)  # type: ignore[attr-defined]
+    dsn = (await project_key(appguard_dsn)).dsn(stack.api)
     port = free_port()
     env = {"SENTRY_DSN": dsn, "SENTRY_ENVIRONMENT": "e2e", "SENTRY_RELEASE": "coffeeshop@1.4.0"}
     args = [sys.executable, "-m", "coffeeshop", "--port", str(port)]
@@ -189,13 +133,9 @@ async def test_python_example_reports_an_order_error_through_the_sentry_sdk(
         assert request(f"{base}/orders", {"lines": [{"sku": "espresso-beans", "quantity": 2}]})[0] == 201
         order = {"lines": [{"sku": "espresso-beans", "quantity": 1}, {"sku": "pour-over-kettle", "quantity": 1}]}
         assert request(f"{base}/orders", order, {"X-User-Id": "alice"})[0] == 500
-        found = await asyncio.to_thread(
-            wait_for, lambda: issue_with_events(appguard_dsn, "coffeeshop.orders.OutOfStock")
-        )
+        issue, events = await issue_of(stack, appguard_dsn, "coffeeshop.orders.OutOfStock", log)
     assert app.returncode == 0, log.read_text(errors="replace")
-    assert found, diagnosis(collector, appguard_dsn, log)
-    issue, events = found
-    assert len(rows(appguard_dsn, "SELECT id FROM appguard.issues")) == 1
+    assert len(await rows(appguard_dsn, "SELECT id FROM appguard.issues")) == 1
     assert (issue["service_name"], issue["environment"], issue["level"]) == ("coffeeshop", "e2e", "error")
     assert issue["title"] == "coffeeshop.orders.OutOfStock: only 0 of pour-over-kettle left, 1 ordered"
     assert issue["culprit"] == "coffeeshop/orders.py in reserve"
@@ -235,15 +175,15 @@ def build_next_app() -> None:
 
 @pytest.mark.timeout(900)
 async def test_nextjs_example_reports_a_server_error_by_otlp_and_a_browser_error_by_sentry(
-    collector: CollectorProcess, appguard_dsn: str, tmp_path: Path, browser_page: BrowserRun
+    stack: Stack, appguard_dsn: str, tmp_path: Path, browser_page: BrowserRun
 ) -> None:
     await asyncio.to_thread(build_next_app)
     port = free_port()
     env = {
         **NEXT_ENV,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.http_port}",  # type: ignore[attr-defined]
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{stack.ports.http}",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "APPGUARD_DSN": await project_dsn(appguard_dsn, collector.api_port),  # type: ignore[attr-defined]
+        "APPGUARD_DSN": (await project_key(appguard_dsn)).dsn(stack.api),
         "APP_ENVIRONMENT": "e2e",
         "APP_VERSION": "2.0.0",
     }
@@ -255,9 +195,7 @@ async def test_nextjs_example_reports_a_server_error_by_otlp_and_a_browser_error
         # The server: a checkout of a product out of stock throws in the route handler.
         status, body = request(f"{base}/api/checkout", {"lines": [{"sku": "pour-over-kettle", "quantity": 1}]})
         assert status == 500, body
-        found = await asyncio.to_thread(wait_for, lambda: issue_with_events(appguard_dsn, "OutOfStockError"))
-        assert found, diagnosis(collector, appguard_dsn, log)
-        issue, events = found
+        issue, events = await issue_of(stack, appguard_dsn, "OutOfStockError", log)
         assert (issue["service_name"], issue["environment"]) == ("nextjs-shop", "e2e")
         assert issue["title"] == "OutOfStockError: only 0 of pour-over-kettle left, 1 ordered"
         (event,) = events  # Next.js records it once, on the route handler's span
@@ -283,9 +221,7 @@ async def test_nextjs_example_reports_a_server_error_by_otlp_and_a_browser_error
         await expect(alert).to_contain_text('coupon "FREECOFFEE" does not exist')
         event_id = await page.locator("#event-id").text_content()
         await browser_page.screenshot("error-boundary")
-        found = await asyncio.to_thread(wait_for, lambda: issue_with_events(appguard_dsn, "CouponError"))
-        assert found, diagnosis(collector, appguard_dsn, log)
-        issue, events = found
+        issue, events = await issue_of(stack, appguard_dsn, "CouponError", log)
         assert (issue["service_name"], issue["environment"]) == ("nextjs-shop", "e2e")
         assert issue["title"] == 'CouponError: coupon "FREECOFFEE" does not exist'
         (event,) = events

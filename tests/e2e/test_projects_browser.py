@@ -6,27 +6,16 @@ goes to the project's issues. Screenshots go to ``test-artifacts/``."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from playwright.async_api import Dialog, expect
 
 from api.extension import ApiExtension
-from tests.support.api import running_api
+from tests.e2e.stack import fill_registration
 from tests.support.browser import BrowserRun
 
 pytestmark = pytest.mark.e2e
-
-EMAIL = "owner@example.com"
-PASSWORD = "a long enough passphrase"
-
-
-@pytest.fixture
-async def api(tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str) -> AsyncIterator[ApiExtension]:
-    async with running_api(tmp_path, appguard_dsn, redis_url, redis_prefix) as ext:
-        yield ext
 
 
 def stored_keys(dsn: str, project_id: int) -> list[tuple[str, str, bool]]:
@@ -49,11 +38,7 @@ async def test_an_admin_creates_a_project_copies_its_dsn_adds_a_key_and_revokes_
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
 
     # Register (the first account is the admin) and land on the projects page.
-    await page.goto(f"{base}/projects")
-    await expect(page).to_have_url(re.compile(r"/login\?next=/projects$"))
-    await page.get_by_role("link", name="Create one").click()
-    await page.locator("input[name=email]").fill(EMAIL)
-    await page.locator("input[name=password]").fill(PASSWORD)
+    await fill_registration(page, base, "/projects")
     await page.get_by_role("button", name="Create account").click()
     await expect(page.get_by_role("heading", name="Projects", level=1)).to_be_visible()
     await expect(page.locator("#project-1 .project-name")).to_have_text("default")

@@ -19,90 +19,31 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import psycopg
 import pytest
 import sentry_sdk
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
-from storage.projects import ProjectStore
 from tests.e2e.sdk import span_exporter
-from tests.support.net import free_port
-from tests.support.process import CollectorProcess
+from tests.e2e.stack import Stack, StartStack, project_key, registered, rows, spans, until
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "a long enough passphrase"
-
-
-def _config(grpc_port: int, http_port: int, api_port: int, redis_url: str, prefix: str, spans_file: Path) -> str:
-    return f"""
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{grpc_port}
-      http:
-        endpoint: 127.0.0.1:{http_port}
-processors:
-  batch:
-    timeout: 100ms
-exporters:
-  errors:
-    endpoint: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    observers: [api]
-  file:
-    path: {spans_file}
-    flush_interval: 100ms
-extensions:
-  api:
-    endpoint: 127.0.0.1:{api_port}
-    postgres:
-      dsn: ${{env:APPGUARD_E2E_ERRORS_DSN}}
-    redis:
-      url: {redis_url}
-      key_prefix: "{prefix}"
-    auth:
-      jwt_secret: sentry-e2e-test-secret-0123456789abcdefgh
-      registration: open
-    sentry:
-      otlp_endpoint: http://127.0.0.1:{http_port}
-service:
-  extensions: [api]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [errors, file]
-    logs:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [errors]
-"""
-
 
 @pytest.fixture
-def collector(
-    tmp_path: Path, appguard_dsn: str, redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CollectorProcess]:
-    monkeypatch.setenv("APPGUARD_E2E_ERRORS_DSN", appguard_dsn)
-    grpc_port, http_port, api_port = free_port(), free_port(), free_port()
-    spans_file = tmp_path / "spans.jsonl"
-    config = _config(grpc_port, http_port, api_port, redis_url, redis_prefix, spans_file)
-    with CollectorProcess(config, tmp_path).running() as proc:
-        proc.grpc_port, proc.http_port, proc.api_port = grpc_port, http_port, api_port  # type: ignore[attr-defined]
-        proc.spans_file = spans_file  # type: ignore[attr-defined]
-        yield proc
+def stack(start_stack: StartStack, tmp_path: Path) -> Stack:
+    return start_stack(
+        protocols=("grpc", "http"),
+        file=tmp_path / "spans.jsonl",
+        sentry=True,
+        pipelines={"traces": ["errors", "file"], "logs": ["errors"]},
+    )
 
 
 # --------------------------------------------------------------------------- the application
@@ -193,40 +134,35 @@ read_settings("{not json")
 # --------------------------------------------------------------------------- checks
 
 
-async def _wait(fetch: Callable[[], Any], ready: Callable[[Any], bool], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if ready(value) or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
+EVENTS = (
+    "SELECT e.event_id, e.issue_id, e.project_id, e.type, e.level, e.trace_id, e.span_id, e.user_id, "
+    "e.user_email, e.service_name, e.service_version, e.environment, e.frames, e.attributes, "
+    "i.title, i.event_count FROM appguard.error_events e JOIN appguard.issues i ON i.id = e.issue_id "
+    "ORDER BY e.received_at, e.id"
+)
 
 
-async def _events(dsn: str) -> list[dict[str, Any]]:
-    async with await psycopg.AsyncConnection.connect(dsn, row_factory=dict_row) as conn:
-        cur = await conn.execute(
-            "SELECT e.event_id, e.issue_id, e.project_id, e.type, e.level, e.trace_id, e.span_id, e.user_id, "
-            "e.user_email, e.service_name, e.service_version, e.environment, e.frames, e.attributes, "
-            "i.title, i.event_count FROM appguard.error_events e JOIN appguard.issues i ON i.id = e.issue_id "
-            "ORDER BY e.received_at, e.id"
-        )
-        return await cur.fetchall()
+async def events_at_least(dsn: str, count: int) -> list[dict[str, Any]]:
+    """The error events, once there are ``count`` of them."""
+    return await until(lambda: rows(dsn, EVENTS), lambda found: len(found) >= count, what=f"{count} error events")
 
 
 def _frames(event: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    return [(exc["type"], f.get("function", ""), f["in_app"]) for exc in event["frames"] for f in exc.get("stacktrace", {}).get("frames", [])]
+    return [
+        (exc["type"], f.get("function", ""), f["in_app"])
+        for exc in event["frames"]
+        for f in exc.get("stacktrace", {}).get("frames", [])
+    ]
 
 
-async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, appguard_dsn: str, tmp_path: Path) -> None:
-    api_port: int = collector.api_port  # type: ignore[attr-defined]
-    async with AsyncConnectionPool(appguard_dsn, min_size=1, max_size=2, open=False) as pool:
-        key = (await ProjectStore(pool).list_keys(1))[0]
-    dsn = key.dsn(f"http://127.0.0.1:{api_port}")
-    assert dsn == f"http://{key.public_key}@127.0.0.1:{api_port}/1"
+async def test_sentry_sdk_reports_become_issues(stack: Stack, appguard_dsn: str, tmp_path: Path) -> None:
+    key = await project_key(appguard_dsn)
+    dsn = key.dsn(stack.api)
+    assert dsn == f"http://{key.public_key}@127.0.0.1:{stack.ports.api}/1"
 
     # 1. capture_exception inside a transaction, in this process.
     event_id, trace_id, span_id = await asyncio.to_thread(report_through_sentry, dsn)
-    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 1)
+    events = await events_at_least(appguard_dsn, 1)
     [sentry_event] = events
     assert sentry_event["event_id"].hex == event_id
     assert sentry_event["project_id"] == 1
@@ -246,22 +182,11 @@ async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, app
     ]
 
     # The transaction's spans went down the traces pipeline.
-    spans_file: Path = collector.spans_file  # type: ignore[attr-defined]
-
-    def span_names() -> dict[str, dict[str, Any]]:
-        names: dict[str, dict[str, Any]] = {}
-        if spans_file.exists():
-            for line in spans_file.read_text().splitlines():
-                for rs in json.loads(line).get("resourceSpans", []):
-                    for ss in rs.get("scopeSpans", []):
-                        for span in ss.get("spans", []):
-                            names[span["name"]] = span
-        return names
-
-    async def spans() -> dict[str, dict[str, Any]]:
-        return span_names()
-
-    found = await _wait(spans, lambda names: {"POST /checkout", "SELECT * FROM carts"} <= set(names))
+    found = await until(
+        lambda: {span["name"]: span for span in spans(stack.file)},
+        lambda names: {"POST /checkout", "SELECT * FROM carts"} <= set(names),
+        what="the transaction's spans in the spans file",
+    )
     assert found["POST /checkout"]["traceId"] == found["SELECT * FROM carts"]["traceId"] == trace_id
     assert found["SELECT * FROM carts"]["parentSpanId"] == found["POST /checkout"]["spanId"] == span_id
 
@@ -272,7 +197,7 @@ async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, app
         subprocess.run, [sys.executable, str(script), dsn], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 1 and "JSONDecodeError" in run.stderr, run.stderr
-    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 2)
+    events = await events_at_least(appguard_dsn, 2)
     unhandled = events[1]
     assert unhandled["type"] == "json.decoder.JSONDecodeError"
     assert (unhandled["service_name"], unhandled["environment"]) == ("settings", "staging")
@@ -285,8 +210,8 @@ async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, app
     assert {"loads", "decode"} <= {function for _, function, in_app in frames if not in_app}
 
     # 3. The same bug through OpenTelemetry: one issue, two events.
-    await asyncio.to_thread(report_through_opentelemetry, collector.grpc_port)  # type: ignore[attr-defined]
-    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 3)
+    await asyncio.to_thread(report_through_opentelemetry, stack.ports.grpc)
+    events = await events_at_least(appguard_dsn, 3)
     assert len(events) == 3
     otel_event = events[2]
     assert otel_event["issue_id"] == sentry_event["issue_id"] != unhandled["issue_id"]
@@ -294,23 +219,13 @@ async def test_sentry_sdk_reports_become_issues(collector: CollectorProcess, app
     assert _frames(otel_event) == _frames(sentry_event)
 
     # Through the API, as the dashboard shows it.
-    base = f"http://127.0.0.1:{api_port}"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{base}/api/auth/register", json={"email": "owner@example.com", "password": PASSWORD, "name": "Owner"}
-        ) as reply:
-            assert reply.status == 201, await reply.text()
-            token = (await reply.json())["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        async with http.get(f"{base}/api/issues?project=1&sort=events", headers=headers) as reply:
-            assert reply.status == 200
-            issues = (await reply.json())["issues"]
+    async with registered(stack.api, name="Owner") as user:
+        issues = (await user.get("/api/issues?project=1&sort=events"))["issues"]
         assert [(i["type"], i["event_count"]) for i in issues] == [
             (f"{__name__}.CouponError", 2),
             ("json.decoder.JSONDecodeError", 1),
         ]
-        async with http.get(f"{base}/api/issues/{issues[0]['id']}?project=1", headers=headers) as reply:
-            detail = await reply.json()
+        detail = await user.get(f"/api/issues/{issues[0]['id']}?project=1")
         tags = {t["key"]: {v["value"] for v in t["top"]} for t in detail["tags"]}
         assert tags["shop"] == {"eu"}
         assert tags["release"] == {"shop@2.4.0"}
@@ -337,17 +252,12 @@ def run_node_app(*args: str) -> dict[str, str]:
     return ids
 
 
-async def test_a_node_bug_through_opentelemetry_and_sentry_node_is_one_issue(
-    collector: CollectorProcess, appguard_dsn: str
-) -> None:
-    api_port: int = collector.api_port  # type: ignore[attr-defined]
-    async with AsyncConnectionPool(appguard_dsn, min_size=1, max_size=2, open=False) as pool:
-        key = (await ProjectStore(pool).list_keys(1))[0]
-    dsn = key.dsn(f"http://127.0.0.1:{api_port}")
+async def test_a_node_bug_through_opentelemetry_and_sentry_node_is_one_issue(stack: Stack, appguard_dsn: str) -> None:
+    dsn = (await project_key(appguard_dsn)).dsn(stack.api)
 
-    otel = await asyncio.to_thread(run_node_app, str(collector.http_port))  # type: ignore[attr-defined]
+    otel = await asyncio.to_thread(run_node_app, str(stack.ports.http))
     sentry = await asyncio.to_thread(run_node_app, dsn, "sentry")
-    events = await _wait(lambda: _events(appguard_dsn), lambda rows: len(rows) >= 2)
+    events = await events_at_least(appguard_dsn, 2)
     assert len(events) == 2, events
     by_trace = {e["trace_id"]: e for e in events}
     otel_event = by_trace[otel["traceId"]]
@@ -357,6 +267,7 @@ async def test_a_node_bug_through_opentelemetry_and_sentry_node_is_one_issue(
     assert (sentry_event["service_name"], sentry_event["service_version"], sentry_event["environment"]) == (
         "storefront-js", "4.2.0", "e2e"
     )  # fmt: skip
+
     # Both SDKs give the same in-app frames (file, line, column); they name them differently (a
     # module from @sentry/node only; a nameless function is '?' to Sentry, '' or '<anonymous>'
     # in V8's text), which grouping does not let split the issue.

@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from api.extension import ApiExtension
+from api.sessions import SESSIONS
 from collector.pdata import Signal
 from exporters.errors.extract import any_value
 from storage.projects import ProjectKey, ProjectStore
@@ -230,12 +231,52 @@ async def test_other_item_types_are_accepted_and_ignored(ingest: Ingest) -> None
         ({"type": "session"}, b'{"sid":"a","status":"ok","started":"2026-01-01T00:00:00Z"}'),
         ({"type": "client_report"}, b'{"discarded_events":[{"reason":"queue_overflow","category":"error","quantity":1}]}'),
         ({"type": "attachment", "filename": "log.txt"}, b"line 1\nline 2\n" * (MAX_SIZE // 32)),
-        ({"type": "replay_recording"}, b"\x00\x01binary"),
+        ({"type": "profile"}, b"\x00\x01binary"),
         ({"type": "something_new"}, b"whatever"),
     )
     status, _, answer = await ingest.post("/api/1/envelope/", body, auth(key.public_key))
     assert (status, answer) == (200, {})
     assert ingest.sink.requests == []
+
+
+async def test_replay_items_become_a_replay_session(ingest: Ingest) -> None:
+    key = await ingest.key()
+    replay_id = "d2132d31b39445f1938d7e21b6bf0ec4"
+    start = 1767323045000
+    rrweb = [
+        {"type": 4, "timestamp": start, "data": {"href": "https://shop.test/cart", "width": 800, "height": 600}},
+        {"type": 2, "timestamp": start + 5, "data": {"node": {"type": 0, "id": 1, "childNodes": []}, "initialOffset": {"top": 0, "left": 0}}},
+        {"type": 3, "timestamp": start + 2500, "data": {"source": 2, "type": 2, "id": 1, "x": 10, "y": 10}},
+    ]
+
+    def replay(segment: int, events: list[dict[str, Any]]) -> bytes:
+        replay_event = {
+            "type": "replay_event", "replay_id": replay_id, "segment_id": segment, "urls": ["https://shop.test/cart"],
+            "release": "shop@2.4.0", "environment": "production", "user": {"id": "u1"},
+            "request": {"headers": {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/140.0 Safari/537.36"}},
+        }  # fmt: skip
+        recording = orjson.dumps({"segment_id": segment}) + b"\n" + zlib.compress(orjson.dumps(events))
+        return envelope(({"type": "replay_event"}, orjson.dumps(replay_event)), ({"type": "replay_recording"}, recording))
+
+    # Segment 1 first, then 0, then 1 again (a retry): one session, in order.
+    for segment, events in [(1, rrweb[2:]), (0, rrweb[:2]), (1, rrweb[2:])]:
+        status, _, answer = await ingest.post("/api/1/envelope/", replay(segment, events), auth(key.public_key))
+        assert status == 200, answer
+    assert ingest.sink.requests == []
+    assert ingest.api.app is not None
+    store = ingest.api.app[SESSIONS]
+    session = await store.get_session(replay_id)
+    assert session is not None
+    assert (session.project_id, session.segment_count, session.duration_ms) == (1, 2, 2500)
+    assert (session.release, session.environment, session.user_id, session.browser) == ("shop@2.4.0", "production", "u1", "Chrome")
+    stored = [e async for chunk in store.recording(replay_id, await store.segment_sequences(replay_id)) for e in orjson.loads(chunk)]
+    assert stored == rrweb
+    # A recording without its event, or one that is not rrweb JSON, is refused saying why.
+    lone = envelope(({"type": "replay_recording"}, b'{"segment_id": 2}\n[]'))
+    status, _, answer = await ingest.post("/api/1/envelope/", lone, auth(key.public_key))
+    assert status == 400 and "replay_recording" in answer["detail"]
+    status, _, answer = await ingest.post("/api/1/envelope/", replay(3, [])[:-40] + b"x" * 40, auth(key.public_key))
+    assert status == 400, answer
 
 
 # --------------------------------------------------------------------------- auth

@@ -28,11 +28,12 @@ JWT_SECRET = "test-secret-of-the-api-tests-0123456789abcdef"
 PASSWORD = "correct horse battery staple"
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it: mappings are merged key by key, anything else replaced."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -46,7 +47,7 @@ def api_config(dsn: str, redis_url: str, prefix: str, **overrides: Any) -> ApiCo
         "redis": {"url": redis_url, "key_prefix": prefix},
         "auth": {"jwt_secret": JWT_SECRET, "registration": "open"},
     }
-    return ApiConfig.model_validate(_merge(raw, overrides))
+    return ApiConfig.model_validate(merge(raw, overrides))
 
 
 @contextlib.asynccontextmanager

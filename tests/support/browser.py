@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Locator, Page, async_playwright
 
 CHROMIUM = os.environ.get("APPGUARD_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -33,11 +33,14 @@ class BrowserRun:
     failed: list[str] = field(default_factory=list)
     shots: list[Path] = field(default_factory=list)
 
-    async def screenshot(self, name: str) -> Path:
-        """Save the whole page as ``<folder>/<nn>-<name>.png``."""
+    async def screenshot(self, name: str, of: Locator | None = None) -> Path:
+        """Save the whole page, or only the element ``of``, as ``<folder>/<nn>-<name>.png``."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{len(self.shots) + 1:02d}-{name}.png"
-        await self.page.screenshot(path=str(path), full_page=True)
+        if of is None:
+            await self.page.screenshot(path=str(path), full_page=True)
+        else:
+            await of.screenshot(path=str(path))
         self.shots.append(path)
         return path
 

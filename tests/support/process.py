@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tests.support.net import free_port
@@ -20,12 +20,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class CollectorProcess:
     """``appguard-collector --config FILE`` in a subprocess, with its output kept in a file.
 
+    ``env`` is added to the process's environment (what a config's ``${env:NAME}`` reads).
+
     The config gets a ``health_check`` extension on a free port (unless the test's config
     has one) so :meth:`wait_ready` knows when pipelines are running.
     """
 
-    def __init__(self, config_text: str, workdir: Path, *, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        workdir: Path,
+        *,
+        extra_args: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.env = dict(env or {})
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.config_path = workdir / f"collector-{self.health_port}.yaml"
@@ -45,7 +55,7 @@ class CollectorProcess:
 
     def start(self) -> CollectorProcess:
         """Start the process (data dir inside the work dir)."""
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("APPGUARD_DATA_DIR", str(self.workdir / "data"))
         # The code under test, whichever checkout the installed package points at.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -54,10 +64,15 @@ class CollectorProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "collector.cli",
-                "--config", str(self.config_path),
-                "--config", str(self.overlay_path),
-                "--config", enable,
+                sys.executable,
+                "-m",
+                "collector.cli",
+                "--config",
+                str(self.config_path),
+                "--config",
+                str(self.overlay_path),
+                "--config",
+                enable,
                 *self.extra_args,
             ],
             stdout=self._log,

@@ -251,6 +251,10 @@ def test_user_tags_trace_ids_and_breadcrumbs(sentry: Callable[..., None]) -> Non
     [event] = sent_items("event")
     result = stored(event, project_id=3)
     assert result.session_id == "5c0d1a2b3c4d4e5f8a9b0c1d2e3f4a5b"
+    # What the browser SDK itself sends: the replay id as a tag (Sentry's ingest makes the context).
+    tagged = {key: value for key, value in event.items() if key != "contexts"}
+    tagged["tags"] = {**event.get("tags", {}), "replayId": "0f1e2d3c4b5a49687766554433221100"}
+    assert stored(tagged, project_id=3).session_id == "0f1e2d3c4b5a49687766554433221100"
     assert result.project_id == 3
     assert result.event_id == uuid.UUID(event["event_id"])
     assert (result.trace_id, result.span_id) == (trace_id, span_id)
