@@ -110,18 +110,13 @@ class LinksConfig(ComponentConfig):
         return value.rstrip("/") if value is not None else None
 
 
-class SentryConfig(ComponentConfig):
-    """``sentry``: the ingest endpoints Sentry SDKs report to (``/api/<project>/envelope/``)."""
+class OtlpHandOffConfig(ComponentConfig):
+    """Where an ingest endpoint hands what it converted: the collector's own OTLP/HTTP receiver."""
 
-    #: The collector's own OTLP/HTTP receiver the converted events and spans are sent to.
+    #: The receiver's address (``http://host:port``); converted logs, spans and metrics go there.
     otlp_endpoint: str = "http://localhost:4318"
     #: How long to wait for the receiver to accept a request.
     timeout: Duration = 10.0
-    #: Largest body accepted, compressed on the wire and decompressed alike (413 beyond).
-    max_envelope_size: int = Field(default=20 * 1024 * 1024, ge=1024)
-    #: Events and transactions per minute and project for keys without a ``rate_limit`` of
-    #: their own; unset: no limit.
-    default_rate_limit: int | None = Field(default=None, ge=1)
 
     @field_validator("otlp_endpoint")
     @classmethod
@@ -138,7 +133,17 @@ class SentryConfig(ComponentConfig):
         return value
 
 
-class IngestConfig(ComponentConfig):
+class SentryConfig(OtlpHandOffConfig):
+    """``sentry``: the ingest endpoints Sentry SDKs report to (``/api/<project>/envelope/``)."""
+
+    #: Largest body accepted, compressed on the wire and decompressed alike (413 beyond).
+    max_envelope_size: int = Field(default=20 * 1024 * 1024, ge=1024)
+    #: Events and transactions per minute and project for keys without a ``rate_limit`` of
+    #: their own; unset: no limit.
+    default_rate_limit: int | None = Field(default=None, ge=1)
+
+
+class IngestConfig(OtlpHandOffConfig):
     """``ingest``: what the endpoints browsers send to share (telemetry, session segments)."""
 
     #: Origins whose pages may send (CORS); ``*`` lets every origin send.
@@ -151,10 +156,6 @@ class IngestConfig(ComponentConfig):
     max_telemetry_size: int = Field(default=256 * 1024, ge=1024)
     #: Take the client's address from the first ``X-Forwarded-For`` hop (behind a trusted proxy only).
     trust_forwarded_for: bool = False
-    #: The collector's own OTLP/HTTP receiver the converted telemetry is sent to.
-    otlp_endpoint: str = "http://localhost:4318"
-    #: How long to wait for the receiver to accept a request.
-    timeout: Duration = 10.0
 
     @field_validator("allowed_origins")
     @classmethod
@@ -165,20 +166,6 @@ class IngestConfig(ComponentConfig):
                 raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port], or * for any")
             cleaned.append(origin.rstrip("/"))
         return cleaned
-
-    @field_validator("otlp_endpoint")
-    @classmethod
-    def _otlp_endpoint(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be a positive duration")
-        return value
 
 
 class ApiConfig(ComponentConfig):

@@ -57,6 +57,7 @@ _DEFAULT_RETRY_AFTER = 10
 _WARN_EVERY = 10.0
 ALLOWED_HEADERS = "content-type, content-encoding, x-appguard-key, baggage, traceparent, tracestate"
 EXPOSED_HEADERS = "retry-after"
+_JSON_TYPES = frozenset({"application/json", "text/plain"})
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -124,19 +125,25 @@ class IngestKeys:
 
     async def authenticate(self, request: web.Request, project_id: int | None = None) -> ProjectKey:
         """The request's key if it is active (and of ``project_id`` when given); 401 or 403 otherwise."""
-        given = request_key(request)
+        missing = f"missing ingest key: send the {KEY_HEADER} header or the key query parameter"
+        return await self.check(request_key(request), project_id, what="ingest key", missing=missing, field=KEY_HEADER)
+
+    async def check(
+        self, given: str | None, project_id: int | None, *, what: str, missing: str, field: str | None = None
+    ) -> ProjectKey:
+        """The key ``given`` if it is active (and of ``project_id`` when given): :class:`Refused`
+        401 without one or for an unknown one, 403 for a revoked one or another project's.
+        ``what`` names the key in the messages (``ingest key``, ``sentry_key``)."""
         if not given:
-            raise Refused(
-                401, f"missing ingest key: send the {KEY_HEADER} header or the key query parameter", field=KEY_HEADER
-            )
+            raise Refused(401, missing, field=field)
         text = given.strip().lower()
         key = await self.projects.lookup_key(text) if _KEY.match(text) else None
         if key is None:
-            raise Refused(401, "unknown ingest key", field=KEY_HEADER)
+            raise Refused(401, f"unknown {what}", field=field)
         if not key.active:
-            raise Refused(403, "the ingest key is revoked", field=KEY_HEADER)
+            raise Refused(403, f"the {what} is revoked", field=field)
         if project_id is not None and key.project_id != project_id:
-            raise Refused(403, f"the ingest key does not belong to project {project_id}", field=KEY_HEADER)
+            raise Refused(403, f"the {what} does not belong to project {project_id}", field=field)
         return key
 
 
@@ -284,6 +291,16 @@ class Ingest:
                     f"rate limit of {limit} requests per minute per {name} exceeded; retry in {retry_after} s",
                     {"Retry-After": str(retry_after)},
                 )
+
+    async def accept(self, request: web.Request, limit: int, setting: str) -> tuple[ProjectKey, bytes]:
+        """What every ingest endpoint does first: the key (401, 403), the rate limits (429), a
+        JSON content type (415; ``text/plain`` too, what ``navigator.sendBeacon`` sends without a
+        preflight) and the body decoded within ``limit`` (413, 400)."""
+        key = await self.keys.authenticate(request)
+        await self.check_rate(request, key)
+        if request.content_type not in _JSON_TYPES:
+            raise Refused(415, "send the body as Content-Type: application/json", field="Content-Type")
+        return key, await read_body(request, limit, setting)
 
     def origin_allowed(self, origin: str) -> bool:
         """Whether browsers on ``origin`` may send (``*`` in the list allows every origin)."""

@@ -32,7 +32,6 @@ may call both endpoints from any origin (CORS, preflight included).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 import uuid
@@ -41,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio
 from aiohttp import web
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -49,7 +47,7 @@ from pydantic import BaseModel, Field
 
 from api.config import SentryConfig
 from api.errors import ApiError, Handler
-from api.ingest import OtlpForwarder, read_body
+from api.ingest import IngestKeys, OtlpForwarder, WindowLimiter, read_body
 from api.routing import PUBLIC, ROUTES, json_response, params
 from api.sentry_envelope import (
     Envelope,
@@ -70,7 +68,6 @@ from storage.sessions import IncomingSegment
 _log = logging.getLogger("appguard.api.sentry")
 
 _PATH = re.compile(r"^/api/[^/]+/(?:envelope|store)/$")
-_KEY = re.compile(r"^[0-9a-f]{32}$")
 # The request headers Sentry's browser SDK (and tunnels) may send.
 _ALLOWED_HEADERS = (
     "accept, authorization, authentication, baggage, content-encoding, content-type, origin, referer, "
@@ -135,17 +132,15 @@ class RateLimited:
 
 
 class IngestLimiter:
-    """Events per minute per key (its ``rate_limit``) or per project (the default), in Redis.
-
-    Each minute of the clock is a window; a request whose events would pass the limit is
-    refused whole and not counted. Several API processes share the counts.
+    """Events per minute per key (its ``rate_limit``) or per project (the default), counted by
+    the ingest endpoints' :class:`~api.ingest.WindowLimiter` in Redis: a request whose events
+    would pass the limit is refused whole and not counted; several API processes share the counts.
     """
 
     WINDOW = 60
 
-    def __init__(self, client: redis.asyncio.Redis, prefix: str, default_limit: int | None) -> None:
-        self._redis = client
-        self._prefix = prefix
+    def __init__(self, windows: WindowLimiter, default_limit: int | None) -> None:
+        self._windows = windows
         self.default_limit = default_limit
 
     async def admit(self, key: ProjectKey, events: int, *, now: float | None = None) -> RateLimited | None:
@@ -153,23 +148,13 @@ class IngestLimiter:
         if events <= 0:
             return None
         if key.rate_limit is not None:
-            limit, scope, owner = key.rate_limit, "key", f"key:{key.id}"
+            limit, scope, owner = key.rate_limit, "key", f"sentry-key:{key.id}"
         elif self.default_limit is not None:
-            limit, scope, owner = self.default_limit, "project", f"project:{key.project_id}"
+            limit, scope, owner = self.default_limit, "project", f"sentry-project:{key.project_id}"
         else:
             return None
-        moment = time.time() if now is None else now
-        window = int(moment // self.WINDOW)
-        counter = f"{self._prefix}sentry-rate:{owner}:{window}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(counter, events)
-            pipe.expire(counter, self.WINDOW * 2)
-            count, _ = await pipe.execute()
-        if int(count) <= limit:
-            return None
-        await self._redis.decrby(counter, events)
-        retry_after = max(1, math.ceil((window + 1) * self.WINDOW - moment))
-        return RateLimited(retry_after, scope)
+        retry_after = await self._windows.hit(owner, limit, events, self.WINDOW, now=now)
+        return None if retry_after is None else RateLimited(retry_after, scope)
 
 
 # --------------------------------------------------------------------------- the ingest
@@ -201,7 +186,7 @@ class SentryIngest:
 
     def __init__(self, config: SentryConfig, projects: ProjectStore, limiter: IngestLimiter) -> None:
         self.config = config
-        self.projects = projects
+        self.keys = IngestKeys(projects)
         self.limiter = limiter
         self.forwarder = OtlpForwarder(config.otlp_endpoint, config.timeout, "Sentry SDK")
 
@@ -213,17 +198,11 @@ class SentryIngest:
 
     async def authenticate(self, public_key: str | None, project_id: int) -> ProjectKey:
         """The key, if it may send to the project; :class:`Refused` (401, 403) otherwise."""
-        if not public_key:
-            raise Refused(401, "missing authorization information: send X-Sentry-Auth with sentry_key (a DSN's key)")
-        text = public_key.strip().lower()
-        key = await self.projects.lookup_key(text) if _KEY.match(text) else None
-        if key is None:
-            raise Refused(401, "unknown sentry_key")
-        if not key.active:
-            raise Refused(403, "the sentry_key is revoked")
-        if key.project_id != project_id:
-            raise Refused(403, f"the sentry_key does not belong to project {project_id}")
-        return key
+        missing = "missing authorization information: send X-Sentry-Auth with sentry_key (a DSN's key)"
+        try:
+            return await self.keys.check(public_key, project_id, what="sentry_key", missing=missing)
+        except ApiError as exc:
+            raise Refused(exc.status, exc.message, exc.headers) from None
 
     async def read(self, request: web.Request) -> bytes:
         """The request's body, decompressed and bounded by ``max_envelope_size``."""
@@ -387,7 +366,8 @@ def register(app: web.Application) -> None:
     """Declare the ingest endpoints; the OTLP client is closed with the application."""
     svc = app[SERVICES]
     config = svc.config.sentry
-    ingest = SentryIngest(config, ProjectStore(svc.pool), IngestLimiter(svc.redis, svc.key_prefix, config.default_rate_limit))
+    limiter = IngestLimiter(WindowLimiter(svc.redis, svc.key_prefix), config.default_rate_limit)
+    ingest = SentryIngest(config, ProjectStore(svc.pool), limiter)
     app[_INGEST] = ingest
 
     async def close_client(_: web.Application) -> None:

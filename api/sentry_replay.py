@@ -18,7 +18,6 @@ the issue links to the replay.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,9 +25,10 @@ import orjson
 
 from api.sentry_envelope import EnvelopeError
 from api.sentry_mapping import service_name
+from collector.pdata import InvalidData
+from receivers.otlp.decompress import WEB_DECODERS, BodyTooLarge
 from storage.sessions import IncomingSegment, SessionUser
 
-_ZLIB_STEP = 64 * 1024
 # The largest event timestamp taken for seconds rather than milliseconds (in the year 2286).
 _LATEST_SECONDS = 9_999_999_999
 
@@ -40,25 +40,18 @@ def _text(value: Any, limit: int = 2048) -> str | None:
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
-    """zlib (or gzip) ``data`` decompressed in bounded steps; :class:`EnvelopeError` past ``limit``."""
-    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)
-    out = bytearray()
-    pending = data
+    """zlib ``data`` decompressed by the ingest endpoints' bounded decoder; :class:`EnvelopeError`
+    past ``limit`` or for data that is not zlib or is cut short."""
+    if len(data) < 2 or data[0] & 0x0F != 8 or int.from_bytes(data[:2], "big") % 31:
+        raise EnvelopeError("the replay recording cannot be decompressed: neither a JSON array nor zlib data")
+    decoder = WEB_DECODERS["deflate"](limit)
     try:
-        while True:
-            out += inflater.decompress(pending, _ZLIB_STEP)
-            if len(out) > limit:
-                raise EnvelopeError(
-                    f"the replay recording is larger than {limit} bytes decompressed (sessions.max_segment_size)"
-                )
-            pending = inflater.unconsumed_tail
-            if inflater.eof or not pending:
-                break
-    except zlib.error as exc:
+        decoder.feed(data)
+        return decoder.finish()
+    except BodyTooLarge:
+        raise EnvelopeError(f"the replay recording is larger than {limit} bytes (sessions.max_segment_size)") from None
+    except InvalidData as exc:
         raise EnvelopeError(f"the replay recording cannot be decompressed: {exc}") from None
-    if not inflater.eof:
-        raise EnvelopeError("the replay recording's compressed data is truncated")
-    return bytes(out)
 
 
 def recording_events(payload: bytes, limit: int) -> tuple[int | None, list[dict[str, Any]]]:

@@ -29,7 +29,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from api.errors import ApiError
-from api.ingest import Refused, ingest, ingest_path, read_body
+from api.ingest import Refused, ingest, ingest_path
 from api.routing import PUBLIC, ROUTES, json_object_body, json_response, params, query, validate_body
 from api.services import SERVICES, services
 from api.sessions_config import SessionsConfig
@@ -52,8 +52,6 @@ from storage.users_store import Role
 _log = logging.getLogger("appguard.api.sessions")
 
 _SETTING = "sessions.max_segment_size"
-# What the snippet sends, and what navigator.sendBeacon can send without a preflight.
-_CONTENT_TYPES = frozenset({"application/json", "text/plain"})
 _SESSION_PATTERN = SESSION_ID.pattern
 _MAX_SEQUENCE = 2**31 - 1
 
@@ -278,15 +276,8 @@ async def _session_or_404(request: web.Request, session_id: str) -> Session:
 async def ingest_segment(request: web.Request) -> web.StreamResponse:
     """Take one rrweb segment of a session from a browser."""
     session_id = params(request, SessionParams).session_id
-    shared = ingest(request)
-    key = await shared.keys.authenticate(request)
-    await shared.check_rate(request, key)
-    if request.content_type not in _CONTENT_TYPES:
-        raise ApiError(
-            415, "unsupported_media_type", "send the body as Content-Type: application/json", field="Content-Type"
-        )
     config = services(request).config.sessions
-    raw = await read_body(request, config.max_segment_size, _SETTING)
+    key, raw = await ingest(request).accept(request, config.max_segment_size, _SETTING)
     segment = parse_segment(raw, session_id=session_id, project_id=key.project_id)
     stored = await store_segment(request.app, segment)
     return json_response(SegmentAnswer(sequence=stored.sequence, duplicate=stored.duplicate))

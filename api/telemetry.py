@@ -26,8 +26,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from api.errors import ApiError, Handler
-from api.ingest import ingest, ingest_path, read_body
+from api.errors import Handler
+from api.ingest import ingest, ingest_path
 from api.routing import PUBLIC, ROUTES, json_object_body, json_response, validate_body
 from api.telemetry_mapping import (
     Accepted,
@@ -45,9 +45,6 @@ from api.telemetry_mapping import (
 
 PREFIX = "/api/telemetry/"
 _SETTING = "api.ingest.max_telemetry_size"
-# application/json is what the snippet sends; text/plain is what navigator.sendBeacon can send
-# without a preflight (with the key in the query string).
-_CONTENT_TYPES = frozenset({"application/json", "text/plain"})
 
 B = TypeVar("B", bound=TelemetryBody)
 
@@ -57,13 +54,7 @@ VITALS = web.AppKey("appguard_telemetry_vitals", VitalsAccumulator)
 async def _read(request: web.Request, model: type[B]) -> tuple[B, int]:
     """Authenticate, limit, read and validate one telemetry body; the body and the key's project."""
     shared = ingest(request)
-    key = await shared.keys.authenticate(request)
-    await shared.check_rate(request, key)
-    if request.content_type not in _CONTENT_TYPES:
-        raise ApiError(
-            415, "unsupported_media_type", "send the body as Content-Type: application/json", field="Content-Type"
-        )
-    raw = await read_body(request, shared.config.max_telemetry_size, _SETTING)
+    key, raw = await shared.accept(request, shared.config.max_telemetry_size, _SETTING)
     body = validate_body(model, json_object_body(raw))
     return body, key.project_id
 
