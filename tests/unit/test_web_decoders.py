@@ -18,14 +18,15 @@ async def _chunks(data: bytes, size: int = 997) -> AsyncIterator[bytes]:
         yield data[start : start + size]
 
 
-def _read(data: bytes, limit: int, encoding: str = "br") -> bytes:
-    return asyncio.run(read_body(_chunks(data), encoding, limit, WEB_DECODERS))
+def _read(data: bytes, limit: int, encoding: str = "br", size: int = 997) -> bytes:
+    return asyncio.run(read_body(_chunks(data, size), encoding, limit, WEB_DECODERS))
 
 
-def test_br_bodies_decode_whole_whatever_the_chunking() -> None:
+@pytest.mark.parametrize("size", [1, 997, 1 << 20])
+def test_br_bodies_decode_whole_whatever_the_chunking(size: int) -> None:
     text = os.urandom(50_000) + b"a" * 300_000
-    assert _read(brotli.compress(text), 1_000_000) == text
-    assert _read(b"", 1_000) == b""
+    assert _read(brotli.compress(text), 1_000_000, size=size) == text
+    assert _read(b"", 1_000, size=size) == b""
 
 
 def test_a_br_bomb_stops_at_the_limit() -> None:
