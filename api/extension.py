@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 # Sessions over for longer than this are deleted; until then a reused token is still recognised.
 _SESSION_RETENTION = 7 * 24 * 3600.0
 _PURGE_INTERVAL = 3600.0
+# How long a shutdown waits for a purge pass under way.
+_STOP_TIMEOUT = 30.0
 
 
 def load_jwt_secret(config: ApiConfig, data_dir: str | None) -> str:
@@ -79,6 +81,7 @@ class ApiExtension(Component):
         self._sockets: list[socket.socket] = []
         self._embedded = EmbeddedServers(settings.data_dir, "api")
         self._purger: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._cache: QueryCache | None = None
 
     async def start(self, host: Host) -> None:
@@ -114,6 +117,7 @@ class ApiExtension(Component):
         except BaseException:
             await self.shutdown()
             raise
+        self._stopping.clear()
         self._purger = asyncio.create_task(self._purge_sessions(), name="api session purge")
         scheme = "https" if context is not None else "http"
         shown = f"[{bind_host}]" if ":" in bind_host else bind_host
@@ -128,7 +132,9 @@ class ApiExtension(Component):
             await invalidate_after_write(self._cache, written.events, written.report)
 
     async def _purge_sessions(self) -> None:
-        while True:
+        # Stopped between passes, never cancelled inside one: a query cut off in its transaction
+        # can leave the pooled connection busy and the shutdown waiting on it.
+        while not self._stopping.is_set():
             assert self.services is not None
             try:
                 removed = await self.services.users.purge_expired(_SESSION_RETENTION)
@@ -136,13 +142,18 @@ class ApiExtension(Component):
                     self.logger.info("removed %d expired login sessions", removed)
             except Exception as exc:  # the database may be briefly away; try again next time
                 self.logger.warning("could not purge expired sessions: %s", exc)
-            await asyncio.sleep(_PURGE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), _PURGE_INTERVAL)
 
     async def shutdown(self) -> None:
         if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._purger), _STOP_TIMEOUT)
+            except TimeoutError:
+                self._purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._purger
             self._purger = None
         if self._runner is not None:
             await self._runner.cleanup()
